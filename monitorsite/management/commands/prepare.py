@@ -1,0 +1,84 @@
+"""Get a Watchpost installation ready to start: check, migrate, collect static, seed."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError, connection
+
+from monitorsite.broker import queue_depths
+from monitorsite.env import redact_url
+
+ADMIN_USERNAME = "admin"
+
+
+class Command(BaseCommand):
+    help = "Check the database and broker, migrate, collect static files and create the demo admin."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--no-demo", action="store_true", help="skip the demo admin and monitors"
+        )
+
+    def handle(self, *args: Any, no_demo: bool = False, **options: Any) -> None:
+        self.check_database()
+        self.check_broker()
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        self.stdout.write("Database migrated, static files collected.")
+        if not no_demo:
+            self.ensure_admin()
+            self.seed_demo()
+
+    def check_database(self) -> None:
+        try:
+            connection.ensure_connection()
+        except OperationalError as exc:
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise CommandError(
+                f"Cannot reach the database at {redact_url(settings.DATABASE_URL)}: {first_line}\n"
+                "Start the database server, or fix DATABASE_URL (unset it to use the "
+                "embedded SQLite database)."
+            ) from exc
+
+    def check_broker(self) -> None:
+        try:
+            queue_depths(timeout=5)
+        except Exception as exc:
+            raise CommandError(
+                f"Cannot reach the Celery broker at {redact_url(settings.CELERY_BROKER_URL)}: "
+                f"{type(exc).__name__}: {exc}\n"
+                "Start Redis, or fix CELERY_BROKER_URL (unset it to use the embedded "
+                "filesystem broker)."
+            ) from exc
+
+    def ensure_admin(self) -> None:
+        users = get_user_model()
+        password_file = settings.DATA_DIR / "admin_password"
+        password = settings.WATCHPOST_ADMIN_PASSWORD
+        user = users.objects.filter(username=ADMIN_USERNAME).first()
+        if user is None:
+            password = password or secrets.token_urlsafe(12)
+            users.objects.create_superuser(ADMIN_USERNAME, "admin@localhost", password)
+        elif password:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        if password and not settings.WATCHPOST_ADMIN_PASSWORD:
+            password_file.write_text(password)
+            password_file.chmod(0o600)
+        shown = password or (password_file.read_text() if password_file.exists() else "(unchanged)")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Admin login: {settings.SITE_URL}/admin/  user {ADMIN_USERNAME}  password {shown}"
+            )
+        )
+
+    def seed_demo(self) -> None:
+        """Demo monitors join here once the Monitor model lands."""
