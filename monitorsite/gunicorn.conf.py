@@ -14,3 +14,6 @@ accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket lives in one fixed path per user, so two Watchpost
+# instances on one host would collide on it; nothing here uses it.
+control_socket_disable = True

@@ -240,6 +240,7 @@ def queue_depth_gauge() -> Iterator[Metric]:
 def fleet_gauges() -> Iterator[Metric]:
     from django.conf import settings
 
+    from incidents.metrics import open_incident_count
     from monitorsite.models import Heartbeat
 
     now = timezone.now()
@@ -249,6 +250,9 @@ def fleet_gauges() -> Iterator[Metric]:
     )
     workers.add_metric([], fresh.count())
     yield workers
+    incidents = GaugeMetricFamily("watchpost_open_incidents", "Incidents not yet resolved.")
+    incidents.add_metric([], open_incident_count())
+    yield incidents
     tick = Heartbeat.objects.filter(kind=Heartbeat.Kind.BEAT).order_by("-seen_at").first()
     if tick is not None:
         age = GaugeMetricFamily(
