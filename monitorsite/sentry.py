@@ -33,8 +33,11 @@ TEXT_PATTERNS = [
     (re.compile(r"https://[\w.-]*webhook\.office\.com/\S+", re.I), MASK),
     (re.compile(r"(?i)(/bot)\d+:[\w-]{20,}"), r"\1" + MASK),
     (re.compile(r"\bxox[abposr]-[\w-]{10,}"), MASK),
+    # `^` as well as ?/&: Sentry sends a request's query string without its "?".
     (
-        re.compile(r"(?i)([?&](?:token|key|api_key|access_token|secret|password|sig)=)[^&\s#]+"),
+        re.compile(
+            r"(?i)((?:^|[?&])(?:[a-z_]*token|[a-z_]*key|apikey|secret|password|passwd|pwd|auth|sig|signature)=)[^&\s#]+"
+        ),
         r"\1" + MASK,
     ),
 ]
