@@ -1,12 +1,18 @@
-"""System tasks of the checks app, fired by beat (see monitorsite/migrations/0002)."""
+"""Celery tasks of the checks app: thin wrappers over scheduling and services."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from celery import shared_task
+from django.conf import settings
 
+from checks import scheduling, services
+from checks.models import Region
+from checks.runner import Run, execute
 from monitorsite.models import Heartbeat
+from monitorsite.tasks import idempotent_task
 
 logger = logging.getLogger(__name__)
 
@@ -14,25 +20,42 @@ SYSTEM_TICK = "system-tick"
 
 
 @shared_task(ignore_result=True)
-def dispatch_due() -> None:
-    """The one-second system tick: proves beat and the dispatch worker are alive.
-
-    Claiming due monitors and enqueueing probe batches joins this tick when the
-    dispatcher lands.
-    """
+def dispatch_due() -> int:
+    """The one-second system tick: enqueue due probes, and prove beat is alive."""
     Heartbeat.objects.record(Heartbeat.Kind.BEAT, SYSTEM_TICK)
+    return scheduling.dispatch()
+
+
+@idempotent_task(ignore_result=True)
+def probe_batch(region: str, items: list[list[object]]) -> int:
+    """Probe a batch of monitors of one region, each at its slot; store what was seen.
+
+    Safe to run twice: results are unique per (monitor, region, slot), and only
+    newly stored results move state.
+    """
+    try:
+        where = Region.objects.get(name=region)
+    except Region.DoesNotExist:
+        logger.error("probe batch for unknown region %r dropped", region)
+        return 0
+    slots = {int(monitor_id): datetime.fromisoformat(str(slot)) for monitor_id, slot in items}
+    plans = services.plan_monitors(list(slots), where)
+    runs = [Run(plan.spec, slots[monitor_id]) for monitor_id, plan in plans.items()]
+    execute(runs, settings.PROBE_CONCURRENCY)
+    services.record_batch(plans, runs, where)
+    return len(runs)
 
 
 @shared_task(ignore_result=True)
 def sweep_heartbeats() -> None:
-    """Marks push (heartbeat) monitors whose ping is overdue. Filled by the probes work."""
+    """Marks push (heartbeat) monitors whose ping is overdue. Filled by the heartbeat work."""
 
 
 @shared_task(ignore_result=True)
 def rollup_results() -> None:
-    """Folds raw probe results into hourly and daily rollups. Filled by the probes work."""
+    """Folds raw probe results into hourly and daily rollups. Filled by the rollups work."""
 
 
 @shared_task(ignore_result=True)
 def purge_old_results() -> None:
-    """Deletes raw results and rollups past their retention. Filled by the probes work."""
+    """Deletes raw results and rollups past their retention. Filled by the rollups work."""

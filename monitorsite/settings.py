@@ -7,6 +7,7 @@ and REDIS_URL switch the same code to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -234,6 +235,34 @@ EMAIL_BACKEND = (
 
 # The demo admin's password (`manage.py prepare`); generated once when unset.
 WATCHPOST_ADMIN_PASSWORD = env.str("WATCHPOST_ADMIN_PASSWORD", "")
+
+# --- Probes ---------------------------------------------------------------------
+
+# Link-local (cloud metadata lives at 169.254.169.254 and fd00:ec2::254) and
+# unspecified addresses are denied; private networks are allowed on purpose.
+PROBE_DENY_NETWORKS = env.list(
+    "PROBE_DENY_NETWORKS",
+    ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"],
+)
+PROBE_ALLOW_NETWORKS = env.list("PROBE_ALLOW_NETWORKS", [])
+for _name, _nets in (
+    ("PROBE_DENY_NETWORKS", PROBE_DENY_NETWORKS),
+    ("PROBE_ALLOW_NETWORKS", PROBE_ALLOW_NETWORKS),
+):
+    for _net in _nets:
+        try:
+            ipaddress.ip_network(_net, strict=False)
+        except ValueError as _exc:
+            raise ImproperlyConfigured(f"{_name}: {_net!r} is not a network ({_exc})") from _exc
+PROBE_BODY_LIMIT = env.int("PROBE_BODY_LIMIT", 1024 * 1024, minimum=1024)
+# Probes one worker process runs at once.
+PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", 200, minimum=1)
+# The dispatcher claims monitors due within this many seconds, so batches reach
+# workers before their slots and probes start on the slot, not on the tick.
+DISPATCH_LOOKAHEAD = env.float("DISPATCH_LOOKAHEAD", 2.0, 0.0, 30.0)
+DISPATCH_MAX_PER_TICK = env.int("DISPATCH_MAX_PER_TICK", 20000, minimum=1)
+PROBE_BATCH_SIZE = env.int("PROBE_BATCH_SIZE", 200, minimum=1)
+PROBE_USER_AGENT = env.str("PROBE_USER_AGENT", "Watchpost/0.1 (+uptime monitor)")
 
 # --- Health -------------------------------------------------------------------
 

@@ -1,0 +1,322 @@
+"""HTTP(S) probe: status, latency, body keywords, regexes and JSON fields."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from django.conf import settings
+from yarl import URL
+
+from checks.assertions import Rule, parse_code_set, parse_path
+from checks.models import Assertion
+from checks.netpolicy import DeniedAddress, check_address
+from checks.probes.base import Observation, OptionErrors, Options, Probe, ProbeSpec
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+REDIRECTS = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 5
+OPERATORS = tuple(Assertion.Operator.values)
+KNOWN = {
+    "method", "headers", "body", "basic_auth", "bearer_token", "accepted_codes",
+    "follow_redirects", "verify_tls", "keyword", "keyword_absent", "regex", "json",
+    "latency_warning_ms", "latency_critical_ms",
+}  # fmt: skip
+# Keys a failing health endpoint commonly puts its own explanation under.
+ERROR_KEYS = ("error", "message", "detail", "reason")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    bearer_token: str | None = None
+    accepted_codes: str = "200-299"
+    follow_redirects: bool = True
+    verify_tls: bool = True
+    keyword: str | None = None
+    keyword_absent: str | None = None
+    regex: str | None = None
+    json_rules: tuple[dict[str, str], ...] = ()
+    latency_warning_ms: float | None = None
+    latency_critical_ms: float | None = None
+
+
+def parse(target: str, raw: Any, errors: OptionErrors) -> HttpConfig:
+    url = URL(target) if target else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        errors.target(
+            "must be an http:// or https:// URL with a host, e.g. https://api.example.com/health"
+        )
+    opts = Options(raw, KNOWN, errors)
+    method = opts.str("method", "GET", METHODS)
+    accepted = opts.str("accepted_codes", "200-299")
+    try:
+        parse_code_set(accepted)
+    except ValueError:
+        errors.option(
+            "accepted_codes", f"must be codes and ranges like 200-299, 301; got {accepted!r}"
+        )
+    basic = opts.mapping("basic_auth")
+    if basic and set(basic) != {"username", "password"}:
+        errors.option("basic_auth", 'must be {"username": ..., "password": ...}')
+    regex = opts.str("regex")
+    if regex:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            errors.option("regex", f"is not a valid regular expression ({exc})")
+    json_rules = tuple(_json_rules(opts.list("json"), errors))
+    warning = opts.number("latency_warning_ms", None, 1, 600_000)
+    critical = opts.number("latency_critical_ms", None, 1, 600_000)
+    if warning and critical and warning >= critical:
+        errors.option("latency_warning_ms", "must be below latency_critical_ms")
+    return HttpConfig(
+        url=target,
+        method=method,
+        headers=opts.mapping("headers"),
+        body=opts.str("body"),
+        basic_auth=(basic["username"], basic["password"]) if len(basic) == 2 else None,
+        bearer_token=opts.str("bearer_token"),
+        accepted_codes=accepted,
+        follow_redirects=opts.bool("follow_redirects", True),
+        verify_tls=opts.bool("verify_tls", True),
+        keyword=opts.str("keyword"),
+        keyword_absent=opts.str("keyword_absent"),
+        regex=regex,
+        json_rules=json_rules,
+        latency_warning_ms=warning,
+        latency_critical_ms=critical,
+    )
+
+
+def _json_rules(items: list[Any], errors: OptionErrors) -> list[dict[str, str]]:
+    rules = []
+    for number, item in enumerate(items, start=1):
+        where = f"json[{number}]"
+        if not isinstance(item, dict) or "path" not in item or "value" not in item:
+            errors.option(where, 'must be {"path": "$.status", "op": "eq", "value": "ready"}')
+            continue
+        try:
+            parse_path(str(item["path"]))
+        except ValueError as exc:
+            errors.option(where, str(exc))
+            continue
+        op = item.get("op", "eq")
+        if op not in OPERATORS:
+            errors.option(where, f"op must be one of {', '.join(OPERATORS)}, got {op!r}")
+            continue
+        value = item["value"]
+        rules.append(
+            {
+                "path": str(item["path"]),
+                "op": op,
+                "value": value if isinstance(value, str) else json.dumps(value),
+            }
+        )
+    return rules
+
+
+class TooManyRedirects(Exception):
+    pass
+
+
+class HttpProbe(Probe):
+    kind = "http"
+
+    def validate(self, target: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        errors = OptionErrors()
+        parse(target, options, errors)
+        errors.raise_if_any()
+        return target, options
+
+    def implicit_rules(self, spec: ProbeSpec) -> list[Rule]:
+        config = parse(spec.target, spec.options, OptionErrors())
+        rules = [Rule("status", "status_code", "in", critical=config.accepted_codes)]
+        if config.keyword:
+            rules.append(Rule("keyword", "body", "contains", critical=config.keyword))
+        if config.keyword_absent:
+            rules.append(
+                Rule("keyword_absent", "body", "not_contains", critical=config.keyword_absent)
+            )
+        if config.regex:
+            rules.append(Rule("regex", "body", "matches", critical=config.regex))
+        for number, item in enumerate(config.json_rules):
+            rules.append(
+                Rule(
+                    f"json{number}",
+                    "json_path",
+                    item["op"],
+                    critical=item["value"],
+                    property=item["path"],
+                )
+            )
+        if config.latency_warning_ms or config.latency_critical_ms:
+            rules.append(
+                Rule(
+                    "latency",
+                    "latency",
+                    "lt",
+                    critical=_number(config.latency_critical_ms),
+                    warning=_number(config.latency_warning_ms),
+                )
+            )
+        return rules
+
+    async def observe(self, spec: ProbeSpec, session: Any) -> Observation:
+        errors = OptionErrors()
+        config = parse(spec.target, spec.options, errors)
+        if errors.errors:
+            return Observation.failed(f"invalid options: {errors.errors}")
+        started = time.perf_counter()
+        try:
+            status, headers, body, final_url = await self.fetch(config, session.http)
+        except Exception as exc:
+            return Observation.failed(describe_error(exc), (time.perf_counter() - started) * 1000)
+        latency = (time.perf_counter() - started) * 1000
+        values: dict[str, Any] = {"status_code": status, "headers": headers, "body": body}
+        document = _json(body, headers)
+        if document is not None:
+            values["json"] = document
+            if isinstance(document, dict):
+                said = next(
+                    (document[k] for k in ERROR_KEYS if isinstance(document.get(k), str)), None
+                )
+                if said:
+                    values["error_text"] = said
+        info = {"url": final_url} if final_url != config.url else {}
+        return Observation(
+            values=values,
+            latency_ms=latency,
+            summary=f"HTTP {status} in {latency:.0f} ms",
+            info=info,
+        )
+
+    async def fetch(
+        self, config: HttpConfig, http: aiohttp.ClientSession
+    ) -> tuple[int, dict[str, str], str, str]:
+        url = URL(config.url)
+        method, data = config.method, config.body
+        headers = {"User-Agent": settings.PROBE_USER_AGENT, **config.headers}
+        if config.bearer_token:
+            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        auth = aiohttp.BasicAuth(*config.basic_auth) if config.basic_auth else None
+        for _hop in range(MAX_REDIRECTS + 1):
+            if url.scheme not in ("http", "https"):
+                raise DeniedAddress(
+                    f"redirected to {url.scheme}: URL; only http and https are probed"
+                )
+            if url.host and _is_ip(url.host):
+                check_address(url.host)
+            async with http.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                auth=auth,
+                allow_redirects=False,
+                ssl=config.verify_tls,
+            ) as response:
+                location = response.headers.get("Location")
+                if config.follow_redirects and response.status in REDIRECTS and location:
+                    next_url = response.url.join(URL(location))
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method, data = "GET", None
+                    if next_url.host != url.host:
+                        auth = None  # credentials never follow a redirect to another host
+                        headers.pop("Authorization", None)
+                    url = next_url
+                    continue
+                body = await read_capped(response, settings.PROBE_BODY_LIMIT)
+                lowered = {k.lower(): v for k, v in response.headers.items()}
+                return response.status, lowered, body, str(response.url)
+        raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> str:
+    """Read at most `limit` bytes of the (decompressed) body, streaming."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    raw = b"".join(chunks)[:limit]
+    return raw.decode(response.get_encoding() if response.charset else "utf-8", errors="replace")
+
+
+def _json(body: str, headers: dict[str, str]) -> Any:
+    stripped = body.lstrip()
+    if not stripped:
+        return None
+    if stripped[0] not in "[{" and "json" not in headers.get("content-type", ""):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for whatever stopped an HTTP probe."""
+    cause = exc
+    while True:
+        if isinstance(cause, DeniedAddress):
+            return str(cause)
+        nested = getattr(cause, "os_error", None) or cause.__cause__
+        if nested is None or nested is cause:
+            break
+        cause = nested
+    if isinstance(exc, TooManyRedirects):
+        return str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed for {exc.host}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate rejected for {exc.host}: {exc.certificate_error.verify_message}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {_first_line(exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused by {exc.host}:{exc.port}"
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"could not read the body: {_first_line(exc)}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"bad HTTP response: {exc.message}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"invalid URL {exc.url}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+PROBE = HttpProbe()

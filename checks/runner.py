@@ -1,0 +1,131 @@
+"""Running a batch of probes concurrently, each on its own slot and deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from checks.netpolicy import DeniedAddress, is_allowed
+from checks.probes import get_probe
+from checks.probes.base import Observation, ProbeSpec
+
+logger = logging.getLogger(__name__)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names like the system does, then drops addresses the policy denies.
+
+    Checking here means the address actually connected to is the one checked,
+    for every request and every redirect hop, with no window between a check
+    and a second lookup.
+    """
+
+    def __init__(self) -> None:
+        self.inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        allowed = [answer for answer in answers if is_allowed(answer["host"])]
+        if not allowed:
+            shown = ", ".join(sorted({a["host"] for a in answers}))
+            raise DeniedAddress(
+                f"connecting to {host} ({shown}) is not allowed (PROBE_DENY_NETWORKS); "
+                "add it to PROBE_ALLOW_NETWORKS to probe it"
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class Resources:
+    """What the probes of one batch share: one HTTP session, opened on first use."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency,
+                resolver=GuardedResolver(),
+                ttl_dns_cache=10,
+                enable_cleanup_closed=True,
+            )
+            # Deadlines are enforced per probe by the runner, over the whole
+            # probe (not per read), so the session itself has none.
+            self._http = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+@dataclass
+class Run:
+    spec: ProbeSpec
+    scheduled_at: datetime
+    started_at: datetime | None = None
+    observation: Observation | None = None
+
+
+async def run_one(run: Run, resources: Resources, gate: asyncio.Semaphore) -> None:
+    delay = run.scheduled_at.timestamp() - time.time()
+    if delay > 0:
+        # Claimed a little ahead of time; start on the slot, not on the tick.
+        await asyncio.sleep(delay)
+    async with gate:
+        run.started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        probe = get_probe(run.spec.kind)
+        try:
+            async with asyncio.timeout(run.spec.timeout):
+                run.observation = await probe.observe(run.spec, resources)
+        except TimeoutError:
+            run.observation = Observation.failed(
+                f"timed out after {run.spec.timeout:g} s", (time.perf_counter() - started) * 1000
+            )
+        except Exception as exc:  # one broken probe must never take the batch down
+            logger.exception("probe crashed", extra={"monitor_id": run.spec.monitor_id})
+            run.observation = Observation.failed(f"probe crashed: {type(exc).__name__}: {exc}")
+
+
+async def run_batch(runs: list[Run], concurrency: int) -> None:
+    resources = Resources(concurrency)
+    gate = asyncio.Semaphore(concurrency)
+    try:
+        await asyncio.gather(*(run_one(run, resources, gate) for run in runs))
+    finally:
+        await resources.close()
+
+
+def execute(runs: list[Run], concurrency: int) -> list[Run]:
+    asyncio.run(run_batch(runs, concurrency))
+    return runs
+
+
+def observe_now(spec: ProbeSpec) -> Run:
+    """Probe one monitor immediately (the admin's "Run now")."""
+    run = Run(spec, datetime.now(UTC))
+    return execute([run], 1)[0]
+
+
+__all__: list[Any] = ["GuardedResolver", "Resources", "Run", "execute", "observe_now"]

@@ -1,0 +1,290 @@
+"""Turning probe runs into stored results and monitor state.
+
+A batch's results go to the database in one multi-row insert that skips any
+(monitor, region, slot) already stored, so a redelivered batch writes nothing
+twice. Only the results actually inserted move state: streaks per region give
+hysteresis, and a monitor goes down only when `confirm_regions` regions agree.
+A change of status writes a StatusChange row in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from checks.assertions import Rule, Verdict, evaluate
+from checks.models import Monitor, Outcome, ProbeResult, Region, RegionState, StatusChange
+from checks.probes import get_probe
+from checks.probes.base import ProbeSpec
+from checks.runner import Run
+from monitorsite import metrics
+
+logger = logging.getLogger(__name__)
+Status = Monitor.Status
+
+
+@dataclass
+class Plan:
+    """A monitor ready to probe: its spec and the rules that judge it."""
+
+    spec: ProbeSpec
+    rules: list[Rule]
+
+
+def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]:
+    monitors = Monitor.objects.filter(id__in=monitor_ids, paused=False).prefetch_related(
+        "assertions"
+    )
+    memories = dict(
+        RegionState.objects.filter(monitor_id__in=monitor_ids, region=region).values_list(
+            "monitor_id", "memory"
+        )
+    )
+    plans = {}
+    for monitor in monitors:
+        spec = ProbeSpec(
+            monitor_id=monitor.pk,
+            kind=monitor.kind,
+            target=monitor.target,
+            options=monitor.options or {},
+            timeout=monitor.timeout,
+            memory=memories.get(monitor.pk) or {},
+        )
+        plans[monitor.pk] = Plan(spec, rules_for(monitor, spec))
+    return plans
+
+
+def rules_for(monitor: Monitor, spec: ProbeSpec) -> list[Rule]:
+    implicit = get_probe(monitor.kind).implicit_rules(spec)
+    explicit = [Rule.from_dict(a.as_rule()) for a in monitor.assertions.all()]
+    return [*implicit, *explicit]
+
+
+def judge(plan: Plan, run: Run, region: Region) -> Verdict:
+    assert run.observation is not None
+    now = run.started_at or datetime.now(UTC)
+    windowed = [rule for rule in plan.rules if rule.windowed]
+    history = WindowHistory(plan.spec.monitor_id, region.pk, windowed) if windowed else None
+    verdict = evaluate(plan.rules, run.observation, now, history)
+    said = run.observation.values.get("error_text")
+    if verdict.outcome != Outcome.OK and said and said not in verdict.reason:
+        verdict.reason = f"{verdict.reason} (error: {json.dumps(said)})"
+    return verdict
+
+
+class WindowHistory:
+    """Earlier values of a monitor's windowed rules, read once per judgement."""
+
+    def __init__(self, monitor_id: int, region_id: int, rules: list[Rule]) -> None:
+        longest = max(rule.window or 0 for rule in rules)
+        since = timezone.now() - timedelta(seconds=longest)
+        self.rows = list(
+            ProbeResult.objects.filter(
+                monitor_id=monitor_id, region_id=region_id, scheduled_at__gte=since
+            )
+            .exclude(outcome=Outcome.ERROR)
+            .values_list("scheduled_at", "duration_ms", "details")
+        )
+
+    def __call__(self, rule: Rule, window: timedelta) -> list[tuple[datetime, Any]]:
+        if rule.source == "latency":
+            return [(at, ms) for at, ms, _ in self.rows if ms is not None]
+        return [
+            (at, details["m"][rule.key])
+            for at, _, details in self.rows
+            if details and rule.key in details.get("m", {})
+        ]
+
+
+def record_batch(plans: dict[int, Plan], runs: list[Run], region: Region) -> list[StatusChange]:
+    """Store the results of a finished batch and move monitor state; returns the flips."""
+    rows = []
+    for run in runs:
+        plan = plans[run.spec.monitor_id]
+        try:
+            verdict = judge(plan, run, region)
+        except Exception as exc:  # a bad rule harms only its own monitor
+            logger.exception("judging failed", extra={"monitor_id": run.spec.monitor_id})
+            verdict = Verdict(Outcome.ERROR, f"could not evaluate thresholds: {exc}")
+        rows.append((run, verdict))
+        count_metrics(run, verdict)
+    inserted = insert_results(rows, region)
+    fresh = [(run, verdict, inserted[run.spec.monitor_id]) for run, verdict in rows
+             if run.spec.monitor_id in inserted]  # fmt: skip
+    if not fresh:
+        return []
+    return apply_results(fresh, region)
+
+
+def count_metrics(run: Run, verdict: Verdict) -> None:
+    kind = run.spec.kind
+    metrics.inc(metrics.PROBES, {"kind": kind, "outcome": verdict.outcome})
+    if run.observation and run.observation.latency_ms is not None:
+        metrics.observe(metrics.PROBE_DURATION, run.observation.latency_ms / 1000, {"kind": kind})
+    if run.started_at is not None:
+        lag = (run.started_at - run.scheduled_at).total_seconds()
+        metrics.observe(metrics.DISPATCH_LAG, max(lag, 0.0))
+
+
+def insert_results(rows: list[tuple[Run, Verdict]], region: Region) -> dict[int, int]:
+    """One multi-row insert; returns monitor id → result id for rows not stored before."""
+    ops = connection.ops
+    values = []
+    for run, verdict in rows:
+        observation = run.observation
+        details: dict[str, Any] = {}
+        if verdict.measured:
+            details["m"] = verdict.measured
+        if observation is not None and observation.info:
+            details["info"] = observation.info
+        values.append(
+            (
+                run.spec.monitor_id,
+                region.pk,
+                ops.adapt_datetimefield_value(run.scheduled_at),
+                ops.adapt_datetimefield_value(run.started_at or run.scheduled_at),
+                observation.latency_ms if observation else None,
+                verdict.outcome,
+                verdict.reason[:2000],
+                json.dumps(details) if details else None,
+            )
+        )
+    table = ProbeResult._meta.db_table
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
+    sql = (
+        f"INSERT INTO {table} (monitor_id, region_id, scheduled_at, started_at, "  # noqa: S608
+        f"duration_ms, outcome, reason, details) VALUES {placeholders} "
+        "ON CONFLICT (monitor_id, region_id, scheduled_at) DO NOTHING RETURNING id, monitor_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [item for row in values for item in row])
+        return {monitor_id: result_id for result_id, monitor_id in cursor.fetchall()}
+
+
+def next_region_status(state: RegionState, outcome: str, monitor: Monitor) -> str:
+    if outcome == Outcome.OK:
+        state.ok_streak, state.bad_streak, state.critical_streak = state.ok_streak + 1, 0, 0
+    else:
+        state.ok_streak = 0
+        state.bad_streak += 1
+        state.critical_streak = state.critical_streak + 1 if outcome != Outcome.WARNING else 0
+    if state.critical_streak >= monitor.failure_threshold:
+        return Status.DOWN
+    if state.bad_streak >= monitor.failure_threshold:
+        return Status.DEGRADED
+    if outcome == Outcome.OK and (
+        state.status == Status.PENDING or state.ok_streak >= monitor.recovery_threshold
+    ):
+        return Status.UP
+    return state.status
+
+
+def combined_status(monitor: Monitor, statuses: dict[int, str], region_ids: list[int]) -> str:
+    seen = [statuses.get(region_id, Status.PENDING) for region_id in region_ids]
+    needed = min(monitor.confirm_regions, len(seen))
+    if sum(status == Status.DOWN for status in seen) >= needed:
+        return Status.DOWN
+    if any(status in (Status.DOWN, Status.DEGRADED) for status in seen):
+        return Status.DEGRADED
+    if any(status == Status.UP for status in seen):
+        return Status.UP
+    return Status.PENDING
+
+
+def monitor_regions(monitor_ids: Sequence[int], default: Region) -> dict[int, list[int]]:
+    configured: dict[int, list[int]] = defaultdict(list)
+    through = Monitor.regions.through.objects.filter(monitor_id__in=monitor_ids)
+    for monitor_id, region_id in through.values_list("monitor_id", "region_id"):
+        configured[monitor_id].append(region_id)
+    return {monitor_id: configured.get(monitor_id) or [default.pk] for monitor_id in monitor_ids}
+
+
+def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list[StatusChange]:
+    ids = sorted(run.spec.monitor_id for run, _, _ in fresh)
+    RegionState.objects.bulk_create(
+        [RegionState(monitor_id=i, region=region) for i in ids], ignore_conflicts=True
+    )
+    changes: list[StatusChange] = []
+    with transaction.atomic():
+        # Fixed lock order everywhere: region states, then monitors, by id.
+        states = {
+            s.monitor_id: s
+            for s in RegionState.objects.select_for_update()
+            .filter(monitor_id__in=ids, region=region)
+            .order_by("monitor_id")
+        }
+        monitors = Monitor.objects.select_for_update().filter(id__in=ids).order_by("id").in_bulk()
+        flipped: list[tuple[Run, Verdict, int]] = []
+        for run, verdict, result_id in sorted(fresh, key=lambda item: item[0].spec.monitor_id):
+            monitor, state = monitors.get(run.spec.monitor_id), states[run.spec.monitor_id]
+            if monitor is None or monitor.paused:
+                continue
+            if state.last_scheduled_at and run.scheduled_at <= state.last_scheduled_at:
+                continue  # an older slot finished late: it does not rewrite the present
+            new_status = next_region_status(state, verdict.outcome, monitor)
+            changed = new_status != state.status
+            state.status, state.last_scheduled_at = new_status, run.scheduled_at
+            state.last_reason = verdict.reason
+            if run.observation and run.observation.memory is not None:
+                state.memory = run.observation.memory
+            monitor.last_checked_at = run.started_at or run.scheduled_at
+            monitor.last_latency_ms = run.observation.latency_ms if run.observation else None
+            monitor.last_reason = verdict.reason
+            if changed:
+                flipped.append((run, verdict, result_id))
+        RegionState.objects.bulk_update(
+            states.values(),
+            ["status", "ok_streak", "bad_streak", "critical_streak", "last_scheduled_at",
+             "last_reason", "memory"],
+        )  # fmt: skip
+        if flipped:
+            changes = flip_monitors(flipped, monitors, region)
+        Monitor.objects.bulk_update(
+            monitors.values(),
+            ["last_checked_at", "last_latency_ms", "last_reason", "status", "status_since"],
+        )
+    return changes
+
+
+def flip_monitors(
+    flipped: list[tuple[Run, Verdict, int]], monitors: dict[int, Monitor], region: Region
+) -> list[StatusChange]:
+    ids = [run.spec.monitor_id for run, _, _ in flipped]
+    regions_of = monitor_regions(ids, Region.default())
+    statuses: dict[int, dict[int, str]] = defaultdict(dict)
+    for monitor_id, region_id, status in RegionState.objects.filter(monitor_id__in=ids).values_list(
+        "monitor_id", "region_id", "status"
+    ):
+        statuses[monitor_id][region_id] = status
+    now = timezone.now()
+    changes = []
+    for run, verdict, result_id in flipped:
+        monitor = monitors[run.spec.monitor_id]
+        status = combined_status(monitor, statuses[monitor.pk], regions_of[monitor.pk])
+        if status == monitor.status:
+            continue
+        changes.append(
+            StatusChange(
+                monitor=monitor,
+                from_status=monitor.status,
+                to_status=status,
+                reason=verdict.reason,
+                result_id=result_id,
+                created_at=now,
+            )
+        )
+        logger.info(
+            "monitor %s is %s (was %s): %s", monitor.name, status, monitor.status, verdict.reason,
+            extra={"monitor_id": monitor.pk},
+        )  # fmt: skip
+        monitor.status, monitor.status_since = status, now
+    StatusChange.objects.bulk_create(changes)
+    return changes
