@@ -103,7 +103,7 @@ class Rule:
     operator: str
     critical: str = ""
     warning: str = ""
-    property: str = ""
+    selector: str = ""
     aggregate: str = Agg.LAST
     window: int | None = None
 
@@ -115,7 +115,7 @@ class Rule:
             operator=data["operator"],
             critical=str(data.get("critical") or ""),
             warning=str(data.get("warning") or ""),
-            property=str(data.get("property") or ""),
+            selector=str(data.get("selector") or ""),
             aggregate=data.get("aggregate") or Agg.LAST,
             window=data.get("window"),
         )
@@ -127,11 +127,11 @@ class Rule:
     @property
     def label(self) -> str:
         if self.source == Source.JSON_PATH:
-            return self.property
+            return self.selector
         if self.source == Source.HEADER:
-            return f"header {self.property}"
-        if self.source == Source.METRIC and self.property:
-            return self.property
+            return f"header {self.selector}"
+        if self.source == Source.METRIC and self.selector:
+            return self.selector
         return LABELS.get(self.source, self.source)
 
 
@@ -173,12 +173,12 @@ def extract(rule: Rule, observation: Observation) -> Any:
     if rule.source == Source.JSON_PATH:
         if "json" not in values:
             return MISSING
-        return resolve_path(values["json"], rule.property)
+        return resolve_path(values["json"], rule.selector)
     value = values.get(rule.source, MISSING)
     if rule.source == Source.HEADER and isinstance(value, dict):
-        return value.get(rule.property.lower(), MISSING)
-    if rule.property and isinstance(value, dict):
-        return value.get(rule.property, MISSING)
+        return value.get(rule.selector.lower(), MISSING)
+    if rule.selector and isinstance(value, dict):
+        return value.get(rule.selector, MISSING)
     return value
 
 
@@ -390,16 +390,16 @@ def validate_assertion(assertion: Assertion) -> None:
 
     if not assertion.warning_value and not assertion.critical_value:
         add("critical_value", "set a critical value, a warning value, or both")
-    if assertion.source in (Source.JSON_PATH, Source.HEADER) and not assertion.property:
+    if assertion.source in (Source.JSON_PATH, Source.HEADER) and not assertion.selector:
         add(
-            "property",
+            "selector",
             f"name the {'JSON path' if assertion.source == Source.JSON_PATH else 'header'}",
         )
-    if assertion.source == Source.JSON_PATH and assertion.property:
+    if assertion.source == Source.JSON_PATH and assertion.selector:
         try:
-            parse_path(assertion.property)
+            parse_path(assertion.selector)
         except ValueError as exc:
-            add("property", str(exc))
+            add("selector", str(exc))
     for name in ("warning_value", "critical_value"):
         value = getattr(assertion, name)
         if not value:

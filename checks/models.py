@@ -254,7 +254,7 @@ class Assertion(models.Model):
     monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="assertions")
     order = models.PositiveSmallIntegerField(default=0)
     source = models.CharField(max_length=20, choices=Source.choices)
-    property = models.CharField(
+    selector = models.CharField(
         max_length=500,
         blank=True,
         help_text="JSON path ($.database), header name, or metric selector, by source",
@@ -271,7 +271,7 @@ class Assertion(models.Model):
         ordering = ["monitor", "order", "id"]
 
     def __str__(self) -> str:
-        return f"{self.get_source_display()} {self.property} {self.get_operator_display()}".strip()
+        return f"{self.get_source_display()} {self.selector} {self.get_operator_display()}".strip()
 
     def clean(self) -> None:
         from checks.assertions import validate_assertion
@@ -282,7 +282,7 @@ class Assertion(models.Model):
         return {
             "id": self.pk,
             "source": self.source,
-            "property": self.property,
+            "selector": self.selector,
             "operator": self.operator,
             "warning": self.warning_value,
             "critical": self.critical_value,

@@ -24,7 +24,7 @@ from checks.assertions import Rule, Verdict, evaluate
 from checks.models import Monitor, Outcome, ProbeResult, Region, RegionState, StatusChange
 from checks.probes import get_probe
 from checks.probes.base import ProbeSpec
-from checks.runner import Run
+from checks.runner import Run, observe_now
 from monitorsite import metrics
 
 logger = logging.getLogger(__name__)
@@ -48,18 +48,28 @@ def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]
             "monitor_id", "memory"
         )
     )
-    plans = {}
-    for monitor in monitors:
-        spec = ProbeSpec(
-            monitor_id=monitor.pk,
-            kind=monitor.kind,
-            target=monitor.target,
-            options=monitor.options or {},
-            timeout=monitor.timeout,
-            memory=memories.get(monitor.pk) or {},
-        )
-        plans[monitor.pk] = Plan(spec, rules_for(monitor, spec))
-    return plans
+    return {monitor.pk: plan_for(monitor, memories.get(monitor.pk) or {}) for monitor in monitors}
+
+
+def plan_for(monitor: Monitor, memory: dict[str, Any]) -> Plan:
+    spec = ProbeSpec(
+        monitor_id=monitor.pk,
+        kind=monitor.kind,
+        target=monitor.target,
+        options=monitor.options or {},
+        timeout=monitor.timeout,
+        memory=memory,
+    )
+    return Plan(spec, rules_for(monitor, spec))
+
+
+def run_now(monitor: Monitor, region: Region | None = None) -> tuple[Run, Verdict]:
+    """Probe and judge a monitor right away, without storing anything (a dry run)."""
+    region = region or Region.default()
+    state = RegionState.objects.filter(monitor=monitor, region=region).first()
+    plan = plan_for(monitor, state.memory if state else {})
+    run = observe_now(plan.spec)
+    return run, judge(plan, run, region)
 
 
 def rules_for(monitor: Monitor, spec: ProbeSpec) -> list[Rule]:

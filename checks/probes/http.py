@@ -155,7 +155,7 @@ class HttpProbe(Probe):
                     "json_path",
                     item["op"],
                     critical=item["value"],
-                    property=item["path"],
+                    selector=item["path"],
                 )
             )
         if config.latency_warning_ms or config.latency_critical_ms:
