@@ -298,3 +298,37 @@ def flip_monitors(
         monitor.status, monitor.status_since = status, now
     StatusChange.objects.bulk_create(changes)
     return changes
+
+
+def set_paused(monitor_ids: Sequence[int], paused: bool) -> int:
+    """Pause or resume monitors; returns how many changed.
+
+    A paused monitor is not probed and pages no one. Resuming starts it afresh
+    (pending, streaks cleared) on its grid, so old streaks cannot flip it.
+    """
+    now = timezone.now()
+    changed = 0
+    with transaction.atomic():
+        monitors = list(
+            Monitor.objects.select_for_update()
+            .filter(id__in=monitor_ids, paused=not paused)
+            .order_by("id")
+        )
+        for monitor in monitors:
+            to_status = Status.PAUSED if paused else Status.PENDING
+            StatusChange.objects.create(
+                monitor=monitor,
+                from_status=monitor.status,
+                to_status=to_status,
+                reason="paused" if paused else "resumed",
+                created_at=now,
+            )
+            monitor.paused, monitor.status, monitor.status_since = paused, to_status, now
+            monitor.next_check_at = None
+            monitor.save(update_fields=["paused", "status", "status_since", "next_check_at"])
+            changed += 1
+        if not paused and monitors:
+            RegionState.objects.filter(monitor__in=monitors).update(
+                status=Status.PENDING, ok_streak=0, bad_streak=0, critical_streak=0
+            )
+    return changed
