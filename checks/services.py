@@ -309,6 +309,9 @@ def set_paused(monitor_ids: Sequence[int], paused: bool) -> int:
     now = timezone.now()
     changed = 0
     with transaction.atomic():
+        # Same lock order as apply_results: region states first, then monitors.
+        states = RegionState.objects.select_for_update().filter(monitor_id__in=monitor_ids)
+        list(states.order_by("monitor_id", "region_id").values_list("id", flat=True))
         monitors = list(
             Monitor.objects.select_for_update()
             .filter(id__in=monitor_ids, paused=not paused)
