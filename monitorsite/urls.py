@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from monitorsite import health
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("checks.api_urls")),
+    path("", include("checks.urls")),
 ]
