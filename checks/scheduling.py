@@ -56,11 +56,14 @@ def claim_due(now: datetime, limit: int) -> list[Claimed]:
         )
         updates = []
         for monitor_id, kind, interval, slot in rows:
-            if slot < now - timedelta(seconds=interval):
-                # Missed several slots (Watchpost was down): probe once, at the
-                # latest slot of its grid, then carry on from the grid; no burst.
-                slot = next_slot(monitor_id, interval, now - timedelta(seconds=interval))
-            following = next_slot(monitor_id, interval, slot)
+            if slot + timedelta(seconds=interval) <= horizon:
+                # Missed slots (Watchpost was down, or ticks ran late): probe
+                # once, at the latest slot of its grid, then carry on from the
+                # grid; no burst of catch-up probes.
+                slot = next_slot(monitor_id, interval, horizon - timedelta(seconds=interval))
+            # At least half an interval on: a slot that is off the grid (the
+            # interval was edited) never gets a second probe moments later.
+            following = next_slot(monitor_id, interval, slot + timedelta(seconds=interval / 2))
             claimed.append(Claimed(monitor_id, kind, interval, slot))
             updates.append(Monitor(pk=monitor_id, next_check_at=following))
         Monitor.objects.bulk_update(updates, ["next_check_at"], batch_size=500)

@@ -116,6 +116,8 @@ class WindowHistory:
 
 def record_batch(plans: dict[int, Plan], runs: list[Run], region: Region) -> list[StatusChange]:
     """Store the results of a finished batch and move monitor state; returns the flips."""
+    if not runs:
+        return []
     rows = []
     for run in runs:
         plan = plans[run.spec.monitor_id]

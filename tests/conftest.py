@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,18 @@ import pytest
 import redis
 
 from monitorsite.models import Heartbeat
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Give each test run its own database, so two runs on one machine never collide."""
+    from django.conf import settings
+
+    for alias in settings.DATABASES.values():
+        base = alias.get("TEST", {}).get("NAME") or f"test_{alias['NAME']}"
+        if alias["ENGINE"].endswith("sqlite3"):
+            continue
+        alias.setdefault("TEST", {})["NAME"] = f"{base}_{os.getpid()}"
 
 
 def free_port() -> int:
