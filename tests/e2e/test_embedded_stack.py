@@ -94,26 +94,37 @@ def log_in(base: str) -> int:
     return response.status
 
 
-def system_ticks(data_dir: Path) -> int:
+def query(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
     database = data_dir / "watchpost.sqlite3"
     if not database.exists():
-        return 0
+        return []
     with sqlite3.connect(database, timeout=5) as conn:
         try:
-            row = conn.execute(
-                "SELECT count(*) FROM monitorsite_heartbeat WHERE kind = 'beat'"
-            ).fetchone()
+            return conn.execute(sql).fetchall()
         except sqlite3.OperationalError:  # not migrated yet
-            return 0
-    return row[0]
+            return []
+
+
+def demo_results(data_dir: Path) -> list[tuple[Any, ...]]:
+    return query(
+        data_dir,
+        "SELECT m.name, r.outcome, r.reason FROM checks_proberesult r "
+        "JOIN checks_monitor m ON m.id = r.monitor_id WHERE m.name = 'Watchpost web'",
+    )
 
 
 @pytest.mark.slow
 def test_it_runs_web_worker_and_beat_and_stops_on_ctrl_c(stack) -> None:
     base, data_dir, process, log = stack
-    # Beat sent the system tick through the embedded broker; the worker ran it
-    # and wrote to the SQLite database.
-    wait_for("a system tick to land in SQLite", lambda: system_ticks(data_dir), 90, log)
+    # Beat fired the dispatcher tick through the embedded broker, the worker
+    # claimed the demo monitor and ran its probe batch, and the result landed
+    # in the SQLite database.
+    results = wait_for("a demo monitor's probe result", lambda: demo_results(data_dir), 90, log)
+    name, outcome, reason = results[0]
+    assert outcome == "ok", reason
+    assert reason.startswith("HTTP 200 in")
+    statuses = dict(query(data_dir, "SELECT name, status FROM checks_monitor"))
+    assert statuses["Watchpost web"] == "up"
     ready = wait_for(
         "/health/ready to answer 200",
         lambda: (r := get_json(f"{base}/health/ready")) and r[0] == 200 and r,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -81,4 +82,56 @@ class Command(BaseCommand):
         )
 
     def seed_demo(self) -> None:
-        """Demo monitors join here once the Monitor model lands."""
+        """A few monitors of Watchpost itself, so a fresh install has something to show."""
+        from django.core.exceptions import ValidationError
+
+        from checks.models import Monitor
+
+        if Monitor.objects.exists():
+            return
+        port = os.environ.get("WATCHPOST_BIND", "127.0.0.1:8000").rpartition(":")[2]
+        base = f"http://127.0.0.1:{port or 8000}"
+        created = []
+        for fields in demo_monitors(base, port or "8000"):
+            monitor = Monitor(**fields)
+            try:
+                monitor.full_clean()
+            except ValidationError as exc:
+                self.stdout.write(f"Demo monitor {monitor.name!r} skipped: {exc.messages[0]}")
+                continue
+            monitor.save()
+            created.append(monitor.name)
+        self.stdout.write(f"Demo monitors: {', '.join(created)}.")
+
+
+def demo_monitors(base: str, port: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Watchpost web",
+            "kind": "http",
+            "target": f"{base}/health/live",
+            "interval": 10,
+            "timeout": 5,
+            "description": "The web process answers its liveness endpoint.",
+        },
+        {
+            "name": "Watchpost readiness",
+            "kind": "http",
+            "target": f"{base}/health/ready",
+            "interval": 30,
+            "timeout": 10,
+            "options": {
+                "json": [{"path": "$.status", "value": "ok"}],
+                "latency_warning_ms": 500,
+                "latency_critical_ms": 2000,
+            },
+            "description": "Database, broker, beat and workers, as /health/ready reports them.",
+        },
+        {
+            "name": "Watchpost web port",
+            "kind": "tcp",
+            "target": f"127.0.0.1:{port}",
+            "interval": 30,
+            "timeout": 5,
+        },
+    ]
