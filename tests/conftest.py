@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from monitorsite.models import Heartbeat
+from tests.targets import HttpTarget
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +96,11 @@ def fresh_heartbeats(transactional_db: None) -> None:
     """The fleet as it looks while beat and one worker are running."""
     Heartbeat.objects.record(Heartbeat.Kind.BEAT, "system-tick")
     Heartbeat.objects.record(Heartbeat.Kind.WORKER, "worker@test", {"queues": ["default"]})
+
+
+@pytest.fixture
+def target() -> Iterator[HttpTarget]:
+    """An HTTP server on loopback whose answers the test scripts."""
+    server = HttpTarget()
+    yield server
+    server.close()
