@@ -152,6 +152,8 @@ def evaluate(
     if observation.error:
         return Verdict(Outcome.ERROR, observation.error)
     worst, reasons, measured = Outcome.OK, [], {}
+    if observation.problems:
+        worst, reasons = Outcome.CRITICAL, list(observation.problems)
     for rule in rules:
         value = extract(rule, observation)
         if rule.windowed and not isinstance(value, Missing):

@@ -9,9 +9,12 @@ observation and the monitor's rules into ok / warning / critical / error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from checks.assertions import Rule
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Observation:
     latency_ms: float | None = None
     error: str | None = None
     summary: str = ""
+    # Critical findings the probe states in its own words ("certificate is for
+    # other.example, not api.example"), judged critical whatever the rules say.
+    problems: list[str] = field(default_factory=list)
     # Small facts worth keeping with the result (resolved address, issuer).
     info: dict[str, Any] = field(default_factory=dict)
     # Carried to this monitor's next run from the same region.
@@ -52,11 +58,11 @@ class Probe:
         """Clean the target and options; raise ValidationError naming the field."""
         return target, options
 
-    def implicit_rules(self, spec: ProbeSpec) -> list[dict[str, Any]]:
+    def implicit_rules(self, spec: ProbeSpec) -> list[Rule]:
         """Rules the kind's own options imply (accepted status codes, keywords...)."""
         return []
 
-    async def observe(self, spec: ProbeSpec, session: Any) -> Observation:
+    async def observe(self, spec: ProbeSpec, resources: Any) -> Observation:
         raise NotImplementedError
 
 

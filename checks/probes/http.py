@@ -170,14 +170,14 @@ class HttpProbe(Probe):
             )
         return rules
 
-    async def observe(self, spec: ProbeSpec, session: Any) -> Observation:
+    async def observe(self, spec: ProbeSpec, resources: Any) -> Observation:
         errors = OptionErrors()
         config = parse(spec.target, spec.options, errors)
         if errors.errors:
             return Observation.failed(f"invalid options: {errors.errors}")
         started = time.perf_counter()
         try:
-            status, headers, body, final_url = await self.fetch(config, session.http)
+            status, headers, body, final_url = await self.fetch(config, resources.http)
         except Exception as exc:
             return Observation.failed(describe_error(exc), (time.perf_counter() - started) * 1000)
         latency = (time.perf_counter() - started) * 1000
