@@ -80,12 +80,36 @@ def check_workers() -> dict[str, Any]:
     return {"workers": sorted(names)}
 
 
+def check_dispatch() -> dict[str, Any]:
+    from checks.fleet import recent_lag
+
+    window = timedelta(seconds=60)
+    try:
+        lag = recent_lag(window)
+    finally:
+        connections.close_all()
+    if lag is None:
+        return {"probes_last_minute": 0}
+    detail = {
+        "probes_last_minute": lag.samples,
+        "lag_p50_s": round(lag.p50, 3),
+        "lag_p99_s": round(lag.p99, 3),
+    }
+    if lag.p99 > settings.FLEET_LAG_LIMIT:
+        raise ComponentDown(
+            f"probes start late: lag p99 {lag.p99:.1f} s over the last minute "
+            f"(limit {settings.FLEET_LAG_LIMIT:g} s); add probe workers"
+        )
+    return detail
+
+
 def readiness_checks() -> dict[str, Callable[[], dict[str, Any]]]:
     checks = {
         "database": check_database,
         "broker": check_broker,
         "beat": check_beat,
         "workers": check_workers,
+        "dispatch": check_dispatch,
     }
     if settings.REDIS_URL:
         checks["cache"] = check_cache

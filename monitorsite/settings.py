@@ -63,6 +63,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "monitorsite",
     "checks",
     "alerts",
@@ -162,6 +165,7 @@ if EMBEDDED_BROKER:
     _broker_dir = DATA_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT = "monitorsite.embedded_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -270,8 +274,44 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", 3.0, 0.1, 30.0)
 BEAT_STALE_AFTER = env.int("BEAT_STALE_AFTER", 10, minimum=2)
 WORKER_STALE_AFTER = env.int("WORKER_STALE_AFTER", 30, minimum=5)
 WORKER_HEARTBEAT_INTERVAL = 10
+# Readiness fails when probes start this many seconds after their slot (p99).
+FLEET_LAG_LIMIT = env.float("FLEET_LAG_LIMIT", 5.0, 0.1, 600.0)
+# Raw probe results are kept this many days; hourly and daily rollups longer.
+RESULT_RETENTION_DAYS = env.int("RESULT_RETENTION_DAYS", 7, minimum=1)
+ROLLUP_RETENTION_DAYS = env.int("ROLLUP_RETENTION_DAYS", 400, minimum=1)
 # When set, /metrics answers only requests with `Authorization: Bearer <token>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+
+# --- JSON API (/api/v1/) ----------------------------------------------------------
+
+# Staff only, by token (`manage.py api_token <username>`) or an admin session.
+# The browsable API, which renders HTML forms, only in DEBUG.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Watchpost API",
+    "DESCRIPTION": "Monitors, their thresholds and manual evaluation. "
+    "Authenticate with `Authorization: Token <key>` (manage.py api_token <username>).",
+    "VERSION": "1",
+    # Separate request and response shapes, so read-only state is never
+    # presented as input (what API fuzzers generate requests from).
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
 
 # --- Web ----------------------------------------------------------------------
 

@@ -53,7 +53,14 @@ def test_it_is_ready_with_every_component_listed(
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    assert set(body["components"]) == {"database", "broker", "beat", "workers", "cache"}
+    assert set(body["components"]) == {
+        "database",
+        "broker",
+        "beat",
+        "workers",
+        "dispatch",
+        "cache",
+    }
     assert all(c["status"] == "ok" for c in body["components"].values())
     assert body["components"]["workers"]["workers"] == ["worker@test"]
     assert body["components"]["broker"]["queue_depth"] == {
@@ -143,3 +150,30 @@ def test_it_reports_missing_workers(client: Client, fresh_heartbeats: None) -> N
 def test_it_reports_a_fleet_that_never_ticked(client: Client, transactional_db: None) -> None:
     body = client.get("/health/ready").json()
     assert body["components"]["beat"]["error"] == "no system tick recorded yet: is beat running?"
+
+
+def test_it_fails_dispatch_when_probes_start_late(client: Client, fresh_heartbeats: None) -> None:
+    from checks.models import Monitor, ProbeResult, Region
+
+    monitor = Monitor.objects.create(name="api", kind="http", target="http://127.0.0.1/")
+    now = timezone.now()
+    for n, lag in enumerate([0.05] * 90 + [9.0] * 10):
+        slot = now - timedelta(seconds=50, milliseconds=n)
+        ProbeResult.objects.create(
+            monitor=monitor,
+            region=Region.default(),
+            scheduled_at=slot,
+            started_at=slot + timedelta(seconds=lag),
+            outcome="ok",
+        )
+    body = client.get("/health/ready").json()
+    assert body["failing"] == ["dispatch"]
+    assert body["components"]["dispatch"]["error"] == (
+        "probes start late: lag p99 9.0 s over the last minute (limit 5 s); add probe workers"
+    )
+    ProbeResult.objects.filter(started_at__gt=now - timedelta(seconds=45)).update(
+        started_at=now - timedelta(seconds=49)
+    )
+    dispatch = client.get("/health/ready").json()["components"]["dispatch"]
+    assert dispatch["status"] == "ok"
+    assert dispatch["probes_last_minute"] == 100
