@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from checks.assertions import percentile
-from checks.models import ProbeResult
+from checks.models import Monitor, ProbeResult
 
 SAMPLE_LIMIT = 20_000
 
@@ -26,6 +26,8 @@ def recent_lag(window: timedelta, now: datetime | None = None) -> Lag | None:
     now = now or timezone.now()
     rows = (
         ProbeResult.objects.filter(scheduled_at__gte=now - window, scheduled_at__lte=now)
+        # Heartbeat results are stamped when a ping arrives: they have no lag.
+        .exclude(monitor__kind=Monitor.Kind.HEARTBEAT)
         .order_by("-scheduled_at")
         .values_list("scheduled_at", "started_at")[:SAMPLE_LIMIT]
     )

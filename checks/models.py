@@ -134,6 +134,16 @@ class Monitor(models.Model):
         help_text="how many regions must see it failing before it is down",
     )
     ping_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Heartbeat monitors only, written by the sweep (checks.heartbeats), never by forms.
+    last_ping_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="when the job last reported it finished (success, failure or exit code)",
+    )
+    last_start_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="when the job last reported it started"
+    )
 
     next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -385,3 +395,66 @@ class StatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.monitor_id}: {self.from_status} → {self.to_status}"
+
+
+PING_BODY_LIMIT = 10 * 1024
+PING_USER_AGENT_LIMIT = 200
+
+
+class PingQuerySet(models.QuerySet["Ping"]):
+    def unprocessed(self) -> PingQuerySet:
+        return self.filter(processed_at__isnull=True)
+
+
+class Ping(models.Model):
+    """One request a job made to its heartbeat monitor's ping URL.
+
+    The ping view only inserts these rows; the heartbeat sweep claims them
+    (sets processed_at) and turns them into results and monitor state.
+    """
+
+    class Kind(models.TextChoices):
+        SUCCESS = "success", "success"
+        START = "start", "start"
+        FAIL = "fail", "failure"
+        EXIT_CODE = "exit_code", "exit code"
+
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="pings")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    exit_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(255)]
+    )
+    received_at = models.DateTimeField()
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=PING_USER_AGENT_LIMIT, blank=True)
+    method = models.CharField(max_length=10)
+    body = models.TextField(blank=True, help_text="the first 10 KB of a POST body")
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [
+            # The sweep's query: pings not yet turned into results, oldest first.
+            models.Index(
+                fields=["received_at"],
+                name="ping_unprocessed_idx",
+                condition=Q(processed_at__isnull=True),
+            ),
+            models.Index(fields=["monitor", "-received_at"], name="ping_latest_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(exit_code__isnull=True) | Q(exit_code__lte=255),
+                name="ping_exit_code_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        code = f" ({self.exit_code})" if self.exit_code is not None else ""
+        return f"{self.monitor_id} {self.kind}{code} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def failed(self) -> bool:
+        return self.kind == self.Kind.FAIL or bool(self.exit_code)

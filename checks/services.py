@@ -213,7 +213,10 @@ def combined_status(monitor: Monitor, statuses: dict[int, str], region_ids: list
 
 def monitor_regions(monitor_ids: Sequence[int], default: Region) -> dict[int, list[int]]:
     configured: dict[int, list[int]] = defaultdict(list)
-    through = Monitor.regions.through.objects.filter(monitor_id__in=monitor_ids)
+    # Pings arrive at the web, not from a region: heartbeats live in the default one.
+    through = Monitor.regions.through.objects.filter(monitor_id__in=monitor_ids).exclude(
+        monitor__kind=Monitor.Kind.HEARTBEAT
+    )
     for monitor_id, region_id in through.values_list("monitor_id", "region_id"):
         configured[monitor_id].append(region_id)
     return {monitor_id: configured.get(monitor_id) or [default.pk] for monitor_id in monitor_ids}

@@ -8,7 +8,7 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
-from checks import scheduling, services
+from checks import heartbeats, retention, scheduling, services
 from checks.models import Region
 from checks.runner import Run, execute
 from monitorsite.models import Heartbeat
@@ -47,8 +47,14 @@ def probe_batch(region: str, items: list[list[object]]) -> int:
 
 
 @shared_task(ignore_result=True)
-def sweep_heartbeats() -> None:
-    """Marks push (heartbeat) monitors whose ping is overdue. Filled by the heartbeat work."""
+def sweep_heartbeats() -> dict[str, int]:
+    """Turns new heartbeat pings into results and marks overdue heartbeats down.
+
+    Fired by beat every 2 s; safe to overlap with itself (pings are claimed,
+    missed deadlines are stored once per deadline).
+    """
+    report = heartbeats.sweep()
+    return {"pings": report.pings, "missed": report.missed}
 
 
 @shared_task(ignore_result=True)
@@ -57,5 +63,6 @@ def rollup_results() -> None:
 
 
 @shared_task(ignore_result=True)
-def purge_old_results() -> None:
-    """Deletes raw results and rollups past their retention. Filled by the rollups work."""
+def purge_old_results() -> int:
+    """Deletes raw results past their retention (RESULT_RETENTION_DAYS)."""
+    return retention.purge_old_results()

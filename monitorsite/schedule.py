@@ -28,8 +28,9 @@ SYSTEM_SCHEDULE = (
     SystemEntry(
         "watchpost: sweep heartbeat monitors",
         "checks.tasks.sweep_heartbeats",
-        10,
-        "Marks push monitors down when their ping is overdue past the grace period.",
+        2,
+        "Turns heartbeat pings into results (a recovering job shows up within seconds) and "
+        "marks push monitors down when their ping is overdue past the grace period.",
     ),
     SystemEntry(
         "watchpost: escalate incidents",

@@ -266,6 +266,9 @@ PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", 200, minimum=1)
 DISPATCH_LOOKAHEAD = env.float("DISPATCH_LOOKAHEAD", 2.0, 0.0, 30.0)
 DISPATCH_MAX_PER_TICK = env.int("DISPATCH_MAX_PER_TICK", 20000, minimum=1)
 PROBE_BATCH_SIZE = env.int("PROBE_BATCH_SIZE", 200, minimum=1)
+# Heartbeat pings accepted per monitor key in each window; more get 429.
+PING_RATE_LIMIT = env.int("PING_RATE_LIMIT", 60, minimum=1)
+PING_RATE_WINDOW = env.int("PING_RATE_WINDOW", 60, minimum=1)
 PROBE_USER_AGENT = env.str("PROBE_USER_AGENT", "Watchpost/0.1 (+uptime monitor)")
 
 # --- Health -------------------------------------------------------------------

@@ -104,3 +104,13 @@ def target() -> Iterator[HttpTarget]:
     server = HttpTarget()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics() -> Iterator[None]:
+    """Counts a test recorded but never flushed must not leak into the next test."""
+    from monitorsite import metrics
+
+    metrics.recorder.pending.clear()
+    yield
+    metrics.recorder.pending.clear()
