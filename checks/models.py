@@ -458,3 +458,41 @@ class Ping(models.Model):
     @property
     def failed(self) -> bool:
         return self.kind == self.Kind.FAIL or bool(self.exit_code)
+
+
+class Rollup(models.Model):
+    """A monitor's results folded into one hour or one day (in TIME_ZONE)."""
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "hour"
+        DAY = "day", "day"
+
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="rollups")
+    period = models.CharField(max_length=4, choices=Period.choices)
+    bucket_start = models.DateTimeField()
+    total = models.PositiveIntegerField(default=0)
+    ok = models.PositiveIntegerField(default=0)
+    warning = models.PositiveIntegerField(default=0)
+    failing = models.PositiveIntegerField(default=0, help_text="critical and error results")
+    latency_p50 = models.FloatField(null=True, blank=True)
+    latency_p95 = models.FloatField(null=True, blank=True)
+    latency_max = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["monitor", "period", "-bucket_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["monitor", "period", "bucket_start"], name="rollup_once_per_bucket"
+            )
+        ]
+        indexes = [models.Index(fields=["period", "bucket_start"], name="rollup_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.monitor_id} {self.period} {self.bucket_start:%Y-%m-%d %H:%M}"
+
+    @property
+    def uptime_pct(self) -> float | None:
+        """Share of results that were not failing (warnings count as up)."""
+        if not self.total:
+            return None
+        return 100.0 * (self.ok + self.warning) / self.total

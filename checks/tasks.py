@@ -8,7 +8,7 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
-from checks import heartbeats, retention, scheduling, services
+from checks import heartbeats, retention, rollups, scheduling, services
 from checks.models import Region
 from checks.runner import Run, execute
 from monitorsite.models import Heartbeat
@@ -58,8 +58,9 @@ def sweep_heartbeats() -> dict[str, int]:
 
 
 @shared_task(ignore_result=True)
-def rollup_results() -> None:
-    """Folds raw probe results into hourly and daily rollups. Filled by the rollups work."""
+def rollup_results() -> int:
+    """Folds raw probe results into hourly and daily rollups, and drops expired rollups."""
+    return rollups.roll_up() + rollups.purge_old_rollups()
 
 
 @shared_task(ignore_result=True)
