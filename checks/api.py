@@ -243,6 +243,9 @@ class MonitorSerializer(serializers.ModelSerializer[Monitor]):
     def create(self, validated_data: dict[str, Any]) -> Monitor:
         related = self._pop_related(validated_data)
         paused = validated_data.pop("paused", False)
+        if validated_data.get("kind") == Monitor.Kind.HEARTBEAT:
+            # A missed deadline already carries its grace period: one is down.
+            validated_data.setdefault("failure_threshold", 1)
         monitor = Monitor.objects.create(**validated_data)
         self._save_related(monitor, related)
         if paused:

@@ -182,6 +182,23 @@ class Monitor(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        stored = getattr(self, "_stored_interval", None)
+        if self.pk is not None and stored is not None and stored != self.interval:
+            # A new interval is a new grid: the dispatcher places the next slot
+            # within one new interval, instead of waiting out the old one.
+            self.next_check_at = None
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "next_check_at"}
+        super().save(*args, **kwargs)
+        self._stored_interval = self.interval
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Monitor:
+        instance = super().from_db(db, field_names, values)
+        instance._stored_interval = instance.__dict__.get("interval")
+        return instance
+
     def clean(self) -> None:
         from checks.probes import validate_monitor
 

@@ -153,3 +153,18 @@ def test_it_enqueues_batches_per_region_with_each_slot_and_an_expiry(settings) -
     assert eu_batches[0][0][1] == [[monitors[0].pk, (now - timedelta(seconds=1)).isoformat()]]
     expires = datetime.fromisoformat(eu_batches[0][1]["expires"])
     assert timedelta(seconds=25) < expires - timezone.now() <= timedelta(seconds=30)
+
+
+def test_a_shorter_interval_takes_effect_within_the_new_interval() -> None:
+    now = timezone.now()
+    (monitor,) = make_monitors(1, interval=3600)
+    Monitor.objects.filter(pk=monitor.pk).update(next_check_at=now + timedelta(minutes=50))
+    monitor = Monitor.objects.get(pk=monitor.pk)
+    monitor.interval = 60
+    monitor.save(update_fields=["interval"])
+    scheduling.assign_first_slots(now)
+    monitor.refresh_from_db()
+    assert now < monitor.next_check_at <= now + timedelta(seconds=60)
+    monitor.name = "renamed"
+    monitor.save()  # other edits keep the schedule
+    assert Monitor.objects.get(pk=monitor.pk).next_check_at == monitor.next_check_at

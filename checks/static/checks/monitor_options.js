@@ -14,6 +14,13 @@
     if (target && chosen) {
       target.placeholder = chosen.dataset.targetExample || "";
     }
+    // A heartbeat's grace period is its tolerance: one missed deadline is down.
+    // Only an untouched default is switched, never a value someone typed.
+    const threshold = document.getElementById(select.id.replace(/kind$/, "failure_threshold"));
+    if (threshold && !threshold.dataset.touched) {
+      const wanted = select.value === "heartbeat" ? "1" : "2";
+      if (threshold.value === "1" || threshold.value === "2") threshold.value = wanted;
+    }
   }
 
   function init() {
@@ -21,6 +28,10 @@
       const select = document.getElementById(help.dataset.kindField);
       if (!select) continue;
       select.addEventListener("change", function () { show(select, help); });
+      const threshold = document.getElementById(select.id.replace(/kind$/, "failure_threshold"));
+      if (threshold) {
+        threshold.addEventListener("input", function () { threshold.dataset.touched = "1"; });
+      }
       show(select, help);
     }
   }
