@@ -57,7 +57,7 @@ class MonitorQuerySet(models.QuerySet["Monitor"]):
 
     def scheduled(self) -> MonitorQuerySet:
         """Monitors the dispatcher probes (push monitors wait for pings instead)."""
-        return self.active().exclude(kind=Monitor.Kind.HEARTBEAT)
+        return self.active().exclude(kind__in=[Monitor.Kind.HEARTBEAT, Monitor.Kind.INTERNAL])
 
     def due(self, horizon: datetime) -> MonitorQuerySet:
         return self.scheduled().filter(next_check_at__lte=horizon)
@@ -74,6 +74,7 @@ class Monitor(models.Model):
         PROMETHEUS = "prometheus", "Prometheus metric"
         WEBSOCKET = "websocket", "WebSocket"
         HEARTBEAT = "heartbeat", "Heartbeat (push)"
+        INTERNAL = "internal", "Watchpost itself"
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending"
@@ -203,6 +204,8 @@ class Monitor(models.Model):
         from checks.probes import validate_monitor
 
         errors: dict[str, list[str]] = {}
+        if self.kind == Monitor.Kind.INTERNAL and self.pk is None:
+            errors["kind"] = ["only Watchpost creates monitors of itself; pick another kind"]
         if self.timeout and self.interval and self.timeout >= self.interval:
             errors.setdefault("timeout", []).append(
                 f"must be shorter than the interval ({self.interval} s)"

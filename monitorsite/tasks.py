@@ -40,6 +40,7 @@ class WorkerHeartbeat:
     def run(self) -> None:
         from django.db import close_old_connections, connection
 
+        from checks.fleet import record_fleet_status
         from monitorsite.models import Heartbeat
 
         while not self.stopped.is_set():
@@ -48,8 +49,10 @@ class WorkerHeartbeat:
                 Heartbeat.objects.record(
                     Heartbeat.Kind.WORKER, self.hostname, {"queues": self.queues}
                 )
+                # Judged here, not by a beat task: it must work when beat is gone.
+                record_fleet_status()
             except Exception:
-                logger.exception("could not record the worker heartbeat")
+                logger.exception("could not record the worker heartbeat or fleet status")
             self.stopped.wait(self.interval)
         connection.close()
 

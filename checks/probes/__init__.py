@@ -20,6 +20,7 @@ PROBE_MODULES = {
     "prometheus": "checks.probes.prometheus",
     "websocket": "checks.probes.websocket",
     "heartbeat": "checks.probes.heartbeat",
+    "internal": "checks.probes.internal",
 }
 
 

@@ -226,6 +226,11 @@ KINDS: dict[str, KindHelp] = {
         ),
         {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "grace": 1800},
     ),
+    "internal": KindHelp(
+        "internal",
+        "blank: Watchpost judges itself (the system tick and probe start lag)",
+        "",
+    ),
 }
 
 
