@@ -33,6 +33,7 @@ OUTCOME_LEVELS = {
 }
 RECENT_RESULTS = 20
 TARGET_SHOWN = 60
+REASON_SHOWN = 90
 
 
 def status_badge(status: str, label: str) -> str:
@@ -141,8 +142,8 @@ class MonitorAdmin(admin.ModelAdmin):
     form = MonitorForm
     inlines = [AssertionInline]
     list_display = [
-        "name", "status_badge", "kind", "short_target", "last_latency", "last_checked",
-        "severity",
+        "name", "status_badge", "short_reason", "kind", "short_target", "last_latency",
+        "last_checked", "severity",
     ]  # fmt: skip
     list_filter = ["status", "kind", "tags", "severity", "paused"]
     search_fields = ["name", "target", "description"]
@@ -187,6 +188,12 @@ class MonitorAdmin(admin.ModelAdmin):
         full = shown_target(obj.target)
         short = full if len(full) <= TARGET_SHOWN else f"{full[: TARGET_SHOWN - 1]}…"
         return format_html('<span title="{}">{}</span>', full, short)
+
+    @admin.display(description="why")
+    def short_reason(self, obj: Monitor) -> str:
+        reason = obj.last_reason
+        short = reason if len(reason) <= REASON_SHOWN else f"{reason[: REASON_SHOWN - 1]}…"
+        return format_html('<span title="{}">{}</span>', reason, short)
 
     @admin.display(description="last latency", ordering="last_latency_ms")
     def last_latency(self, obj: Monitor) -> str:

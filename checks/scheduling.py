@@ -58,9 +58,12 @@ def claim_due(now: datetime, limit: int) -> list[Claimed]:
         for monitor_id, kind, interval, slot in rows:
             if slot + timedelta(seconds=interval) <= horizon:
                 # Missed slots (Watchpost was down, or ticks ran late): probe
-                # once, at the latest slot of its grid, then carry on from the
-                # grid; no burst of catch-up probes.
-                slot = next_slot(monitor_id, interval, horizon - timedelta(seconds=interval))
+                # once, now or at the grid's next slot if that is within the
+                # lookahead, then carry on from the grid; no burst of catch-up
+                # probes, and no lag charged for time Watchpost was away.
+                slot = max(
+                    next_slot(monitor_id, interval, horizon - timedelta(seconds=interval)), now
+                )
             # At least half an interval on: a slot that is off the grid (the
             # interval was edited) never gets a second probe moments later.
             following = next_slot(monitor_id, interval, slot + timedelta(seconds=interval / 2))
