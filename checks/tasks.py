@@ -34,7 +34,7 @@ def probe_batch(region: str, items: list[list[object]]) -> int:
     newly stored results move state.
     """
     try:
-        where = Region.objects.get(name=region)
+        where = Region.default() if region == "default" else Region.objects.get(name=region)
     except Region.DoesNotExist:
         logger.error("probe batch for unknown region %r dropped", region)
         return 0

@@ -31,13 +31,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := predicate():
             return result
         time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -55,6 +55,7 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[subprocess.Popen[
          "--concurrency", "1", "--hostname", f"loss-{os.getpid()}@%h", "--loglevel", "INFO"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    process.args_log = tmp_path / "worker.log"  # type: ignore[attr-defined]
     yield process
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -74,10 +75,11 @@ def test_a_batch_whose_worker_dies_is_run_again_and_stored_once(
     )
     slot = datetime.now(UTC).replace(microsecond=0)
     probe_batch.apply_async(args=["default", [[monitor.pk, slot.isoformat()]]], queue="probes")
-    wait_until(lambda: route.hits >= 1, 60, "the probe to reach the target")
-    (child,) = wait_until(lambda: children(worker.pid), 10, "the pool process")
+    log = worker.args_log  # type: ignore[attr-defined]
+    wait_until(lambda: route.hits >= 1, 120, "the probe to reach the target", log)
+    (child,) = wait_until(lambda: children(worker.pid), 10, "the pool process", log)
     os.kill(child, signal.SIGKILL)  # the process running the batch dies mid-probe
-    wait_until(lambda: ProbeResult.objects.filter(monitor=monitor).exists(), 60, "a result")
+    wait_until(lambda: ProbeResult.objects.filter(monitor=monitor).exists(), 60, "a result", log)
     time.sleep(1)  # would a duplicate land?
     assert route.hits == 2  # the batch ran again after its worker was lost
     result = ProbeResult.objects.get(monitor=monitor)
