@@ -102,3 +102,30 @@ def test_it_parses_lists_and_booleans() -> None:
 def test_it_redacts_only_the_password() -> None:
     assert redact_url("redis://:pw@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact_url("postgres://u@db/x") == "postgres://u@db/x"
+
+
+def prepare_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env |= {"WATCHPOST_DATA_DIR": str(tmp_path), "CELERY_BROKER_URL": "filesystem://"}
+    env |= variables
+    return subprocess.run(
+        [sys.executable, "manage.py", "prepare", "--no-demo"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_make_run_says_which_server_is_down_and_how_to_fix_it(tmp_path: Path) -> None:
+    from tests.targets import closed_port
+
+    port = closed_port()
+    result = prepare_with(tmp_path, DATABASE_URL=f"postgres://watchpost:pw@127.0.0.1:{port}/wp")
+    assert result.returncode != 0
+    assert f"Cannot reach the database at postgres://watchpost:***@127.0.0.1:{port}/wp" in (
+        result.stderr
+    )
+    assert "Start the database server, or fix DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = prepare_with(tmp_path, CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    assert result.returncode != 0
+    assert f"Cannot reach the Celery broker at redis://127.0.0.1:{port}/0" in result.stderr
+    assert "Start Redis, or fix CELERY_BROKER_URL" in result.stderr
