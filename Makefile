@@ -35,5 +35,10 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The fleet benchmark: the real stack probing N monitors on loopback (bench/README.md).
+# make bench BENCH_ARGS="--monitors 2000 --window 60"; --smoke for a ~30 s run.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/fleet.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var staticfiles

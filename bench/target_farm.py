@@ -1,0 +1,126 @@
+"""The cheapest HTTP/1.1 target that still speaks keep-alive: a raw asyncio.Protocol.
+
+Answers every request, whatever its path or method, with 200 and the small JSON
+health body `{"status":"ok"}`. It parses nothing but the blank line that ends a
+request's head: the fleet bench sends only body-less GETs, and any CPU spent
+here is CPU the bench has to report separately from Watchpost's own.
+
+    .venv/bin/python bench/target_farm.py [--port 0] [--processes 1]
+
+Binds 127.0.0.1 with SO_REUSEPORT, so each extra process (forked) has its own
+listening socket on the same port and the kernel spreads connections over them.
+Prints `listening on 127.0.0.1:<port>` once every process listens, and on
+SIGTERM each process prints how many requests it answered, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+BODY = b'{"status":"ok"}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
+    b"Connection: keep-alive\r\n"
+    b"\r\n" + BODY
+)
+END_OF_HEAD = b"\r\n\r\n"
+# A request head larger than this is not what the bench sends: drop the connection.
+MAX_PENDING = 64 * 1024
+
+
+class Counter:
+    requests = 0
+
+
+class Responder(asyncio.Protocol):
+    """One connection: answer each complete request head, pipelined or not."""
+
+    __slots__ = ("pending", "transport")
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        pending = self.pending + data if self.pending else data
+        complete = pending.count(END_OF_HEAD)
+        if complete:
+            self.transport.write(RESPONSE * complete)  # type: ignore[union-attr]
+            Counter.requests += complete
+            pending = pending[pending.rfind(END_OF_HEAD) + len(END_OF_HEAD) :]
+        if len(pending) > MAX_PENDING:
+            self.transport.close()  # type: ignore[union-attr]
+            pending = b""
+        self.pending = pending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+def listening_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def die_with_parent() -> None:
+    """A forked child gets SIGTERM when its parent ends, however the parent ended."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+async def serve(sock: socket.socket, ready: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    server = await loop.create_server(Responder, sock=sock, backlog=4096)
+    if ready:
+        print(ready, flush=True)
+    await stop.wait()
+    server.close()
+    print(f"pid {os.getpid()} answered {Counter.requests} requests", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--processes", type=int, default=1, choices=(1, 2, 3, 4))
+    args = parser.parse_args()
+    first = listening_socket(args.port)
+    port = first.getsockname()[1]
+    children = []
+    for _ in range(args.processes - 1):
+        # Each child binds its own socket to the same port (SO_REUSEPORT), so
+        # the kernel balances connections without a shared accept queue.
+        pid = os.fork()
+        if pid == 0:
+            die_with_parent()
+            first.close()
+            asyncio.run(serve(listening_socket(port), None))
+            os._exit(0)
+        children.append(pid)
+    asyncio.run(serve(first, f"listening on 127.0.0.1:{port}"))
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
