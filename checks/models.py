@@ -331,8 +331,12 @@ class Outcome(models.TextChoices):
 class ProbeResult(models.Model):
     """One probe of one monitor from one region, at one scheduled slot."""
 
-    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="results")
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    # No single-column indexes on the keys: the unique constraint's index starts
+    # with monitor_id, and the rows are too many to index a region a handful have.
+    monitor = models.ForeignKey(
+        Monitor, on_delete=models.CASCADE, related_name="results", db_index=False
+    )
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+", db_index=False)
     scheduled_at = models.DateTimeField()
     started_at = models.DateTimeField()
     duration_ms = models.FloatField(null=True, blank=True)

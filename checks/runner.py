@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,18 +111,51 @@ async def run_one(run: Run, resources: Resources, gate: asyncio.Semaphore) -> No
             run.observation = Observation.failed(f"probe crashed: {type(exc).__name__}: {exc}")
 
 
-async def run_batch(runs: list[Run], concurrency: int) -> None:
+async def run_batch(runs: list[Run], resources: Resources) -> None:
+    gate = asyncio.Semaphore(resources.concurrency)
+    await asyncio.gather(*(run_one(run, resources, gate) for run in runs))
+
+
+async def run_once(runs: list[Run], concurrency: int) -> None:
     resources = Resources(concurrency)
-    gate = asyncio.Semaphore(concurrency)
     try:
-        await asyncio.gather(*(run_one(run, resources, gate) for run in runs))
+        await run_batch(runs, resources)
     finally:
         await resources.close()
 
 
-def execute(runs: list[Run], concurrency: int) -> list[Run]:
-    asyncio.run(run_batch(runs, concurrency))
+class _Kept(threading.local):
+    pid: int | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    resources: Resources | None = None
+
+
+_kept = _Kept()
+
+
+def execute(runs: list[Run], concurrency: int, keep: bool = False) -> list[Run]:
+    """Run probes to completion; `keep` reuses this thread's loop and HTTP session.
+
+    A worker process runs batch after batch: keeping one event loop and one
+    connection pool per process saves building them (and new TCP and TLS
+    handshakes to hosts probed often) every batch. A forked child starts its own.
+    """
+    if not keep:
+        asyncio.run(run_once(runs, concurrency))
+        return runs
+    if _kept.loop is None or _kept.pid != os.getpid() or _kept.loop.is_closed():
+        _kept.pid, _kept.loop = os.getpid(), asyncio.new_event_loop()
+        _kept.resources = Resources(concurrency)
+        atexit.register(_close_kept, _kept.loop, _kept.resources)
+    assert _kept.resources is not None
+    _kept.loop.run_until_complete(run_batch(runs, _kept.resources))
     return runs
+
+
+def _close_kept(loop: asyncio.AbstractEventLoop, resources: Resources) -> None:
+    if not loop.is_closed():
+        loop.run_until_complete(resources.close())
+        loop.close()
 
 
 def observe_now(spec: ProbeSpec) -> Run:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from checks.bulk import update_rows
 from checks.models import Monitor, Region, next_slot
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ def claim_due(now: datetime, limit: int) -> list[Claimed]:
             # interval was edited) never gets a second probe moments later.
             following = next_slot(monitor_id, interval, slot + timedelta(seconds=interval / 2))
             claimed.append(Claimed(monitor_id, kind, interval, slot))
-            updates.append(Monitor(pk=monitor_id, next_check_at=following))
-        Monitor.objects.bulk_update(updates, ["next_check_at"], batch_size=500)
+            updates.append((monitor_id, following))
+        update_rows(Monitor, ["next_check_at"], updates)
     return claimed
 
 
@@ -122,7 +123,5 @@ def dispatch(now: datetime | None = None) -> int:
                 sent += len(chunk)
     if failed:
         # Put the slots back, so the next tick tries again.
-        Monitor.objects.bulk_update(
-            [Monitor(pk=c.monitor_id, next_check_at=c.slot) for c in failed], ["next_check_at"]
-        )
+        update_rows(Monitor, ["next_check_at"], [(c.monitor_id, c.slot) for c in failed])
     return sent

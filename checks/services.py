@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from checks.assertions import Rule, Verdict, evaluate
+from checks.bulk import update_rows
 from checks.models import Monitor, Outcome, ProbeResult, Region, RegionState, StatusChange
 from checks.probes import get_probe
 from checks.probes.base import ProbeSpec
@@ -222,22 +223,40 @@ def monitor_regions(monitor_ids: Sequence[int], default: Region) -> dict[int, li
     return {monitor_id: configured.get(monitor_id) or [default.pk] for monitor_id in monitor_ids}
 
 
+STATE_FIELDS = [
+    "status", "ok_streak", "bad_streak", "critical_streak", "last_scheduled_at", "last_reason",
+    "memory",
+]  # fmt: skip
+LAST_RESULT_FIELDS = ["last_checked_at", "last_latency_ms", "last_reason"]
+
+
+def lock_states(ids: list[int], region: Region) -> dict[int, RegionState]:
+    def locked() -> dict[int, RegionState]:
+        rows = RegionState.objects.select_for_update().filter(monitor_id__in=ids, region=region)
+        return {state.monitor_id: state for state in rows.order_by("monitor_id")}
+
+    states = locked()
+    missing = set(ids) - states.keys()
+    if missing:
+        RegionState.objects.bulk_create(
+            [RegionState(monitor_id=i, region=region) for i in sorted(missing)],
+            ignore_conflicts=True,
+        )
+        states = locked()
+    return states
+
+
 def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list[StatusChange]:
     ids = sorted(run.spec.monitor_id for run, _, _ in fresh)
-    RegionState.objects.bulk_create(
-        [RegionState(monitor_id=i, region=region) for i in ids], ignore_conflicts=True
-    )
+    monitors = Monitor.objects.filter(id__in=ids).in_bulk()
     changes: list[StatusChange] = []
+    last_results = []
     with transaction.atomic():
-        # Fixed lock order everywhere: region states, then monitors, by id.
-        states = {
-            s.monitor_id: s
-            for s in RegionState.objects.select_for_update()
-            .filter(monitor_id__in=ids, region=region)
-            .order_by("monitor_id")
-        }
-        monitors = Monitor.objects.select_for_update().filter(id__in=ids).order_by("id").in_bulk()
+        # Region states are where results are serialised; lock order everywhere:
+        # region states, then monitors, each by id.
+        states = lock_states(ids, region)
         flipped: list[tuple[Run, Verdict, int]] = []
+        state_rows = []
         for run, verdict, result_id in sorted(fresh, key=lambda item: item[0].spec.monitor_id):
             monitor, state = monitors.get(run.spec.monitor_id), states[run.spec.monitor_id]
             if monitor is None or monitor.paused:
@@ -245,34 +264,30 @@ def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list
             if state.last_scheduled_at and run.scheduled_at <= state.last_scheduled_at:
                 continue  # an older slot finished late: it does not rewrite the present
             new_status = next_region_status(state, verdict.outcome, monitor)
-            changed = new_status != state.status
+            if new_status != state.status:
+                flipped.append((run, verdict, result_id))
             state.status, state.last_scheduled_at = new_status, run.scheduled_at
             state.last_reason = verdict.reason
             if run.observation and run.observation.memory is not None:
                 state.memory = run.observation.memory
-            monitor.last_checked_at = run.started_at or run.scheduled_at
-            monitor.last_latency_ms = run.observation.latency_ms if run.observation else None
-            monitor.last_reason = verdict.reason
-            if changed:
-                flipped.append((run, verdict, result_id))
-        RegionState.objects.bulk_update(
-            states.values(),
-            ["status", "ok_streak", "bad_streak", "critical_streak", "last_scheduled_at",
-             "last_reason", "memory"],
-        )  # fmt: skip
+            state_rows.append([state.pk, *(getattr(state, name) for name in STATE_FIELDS)])
+            latency = run.observation.latency_ms if run.observation else None
+            last_results.append(
+                [monitor.pk, run.started_at or run.scheduled_at, latency, verdict.reason]
+            )
+        update_rows(RegionState, STATE_FIELDS, state_rows)
         if flipped:
-            changes = flip_monitors(flipped, monitors, region)
-        Monitor.objects.bulk_update(
-            monitors.values(),
-            ["last_checked_at", "last_latency_ms", "last_reason", "status", "status_since"],
-        )
+            changes = flip_monitors(flipped)
+    # The last result on the monitor row is a copy for display, written after
+    # the state transaction: the monitor rows stay locked for one statement
+    # only, so the dispatcher's SKIP LOCKED claim never passes over them.
+    update_rows(Monitor, LAST_RESULT_FIELDS, last_results)
     return changes
 
 
-def flip_monitors(
-    flipped: list[tuple[Run, Verdict, int]], monitors: dict[int, Monitor], region: Region
-) -> list[StatusChange]:
-    ids = [run.spec.monitor_id for run, _, _ in flipped]
+def flip_monitors(flipped: list[tuple[Run, Verdict, int]]) -> list[StatusChange]:
+    ids = sorted(run.spec.monitor_id for run, _, _ in flipped)
+    monitors = Monitor.objects.select_for_update().filter(id__in=ids).order_by("id").in_bulk()
     regions_of = monitor_regions(ids, Region.default())
     statuses: dict[int, dict[int, str]] = defaultdict(dict)
     for monitor_id, region_id, status in RegionState.objects.filter(monitor_id__in=ids).values_list(
@@ -282,7 +297,9 @@ def flip_monitors(
     now = timezone.now()
     changes = []
     for run, verdict, result_id in flipped:
-        monitor = monitors[run.spec.monitor_id]
+        monitor = monitors.get(run.spec.monitor_id)
+        if monitor is None or monitor.paused:
+            continue  # paused while its batch ran
         status = combined_status(monitor, statuses[monitor.pk], regions_of[monitor.pk])
         if status == monitor.status:
             continue
@@ -302,6 +319,11 @@ def flip_monitors(
         )  # fmt: skip
         monitor.status, monitor.status_since = status, now
     StatusChange.objects.bulk_create(changes)
+    update_rows(
+        Monitor,
+        ["status", "status_since"],
+        [[c.monitor_id, c.to_status, now] for c in changes],
+    )
     return changes
 
 

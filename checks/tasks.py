@@ -41,7 +41,7 @@ def probe_batch(region: str, items: list[list[object]]) -> int:
     slots = {int(monitor_id): datetime.fromisoformat(str(slot)) for monitor_id, slot in items}
     plans = services.plan_monitors(list(slots), where)
     runs = [Run(plan.spec, slots[monitor_id]) for monitor_id, plan in plans.items()]
-    execute(runs, settings.PROBE_CONCURRENCY)
+    execute(runs, settings.PROBE_CONCURRENCY, keep=True)
     services.record_batch(plans, runs, where)
     return len(runs)
 
