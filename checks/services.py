@@ -41,8 +41,10 @@ class Plan:
 
 
 def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]:
-    monitors = Monitor.objects.filter(id__in=monitor_ids, paused=False).prefetch_related(
-        "assertions"
+    monitors = (
+        Monitor.objects.filter(id__in=monitor_ids, paused=False)
+        .only("id", "kind", "target", "options", "timeout")
+        .prefetch_related("assertions")
     )
     memories = dict(
         RegionState.objects.filter(monitor_id__in=monitor_ids, region=region).values_list(
@@ -248,7 +250,11 @@ def lock_states(ids: list[int], region: Region) -> dict[int, RegionState]:
 
 def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list[StatusChange]:
     ids = sorted(run.spec.monitor_id for run, _, _ in fresh)
-    monitors = Monitor.objects.filter(id__in=ids).in_bulk()
+    monitors = (
+        Monitor.objects.filter(id__in=ids)
+        .only("id", "paused", "failure_threshold", "recovery_threshold")
+        .in_bulk()
+    )
     changes: list[StatusChange] = []
     last_results = []
     with transaction.atomic():

@@ -85,7 +85,10 @@ NOTIFICATION_FAILURES = define(
 class Recorder:
     """Deltas this process has observed and not yet added to the shared totals."""
 
-    pending: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    # (series name, label values) -> delta; labels are encoded only when flushed.
+    pending: dict[tuple[str, tuple[str, ...]], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inc(
@@ -93,7 +96,7 @@ class Recorder:
     ) -> None:
         if metric.is_histogram:
             raise ValueError(f"{metric.name} is a histogram: use observe()")
-        key = json.dumps(metric.key(labels or {}))
+        key = metric.key(labels or {})
         with self.lock:
             self.pending[(metric.name, key)] += amount
 
@@ -103,13 +106,14 @@ class Recorder:
         if not metric.is_histogram:
             raise ValueError(f"{metric.name} is not a histogram: use inc()")
         values = metric.key(labels or {})
+        bucket = f"{metric.name}_bucket"
         with self.lock:
             # Buckets are stored cumulative, as Prometheus exposes them.
             for bound in metric.buckets:
                 if value <= bound:
-                    self.pending[(f"{metric.name}_bucket", json.dumps([*values, str(bound)]))] += 1
-            self.pending[(f"{metric.name}_count", json.dumps(values))] += 1
-            self.pending[(f"{metric.name}_sum", json.dumps(values))] += value
+                    self.pending[(bucket, (*values, str(bound)))] += 1
+            self.pending[(f"{metric.name}_count", values)] += 1
+            self.pending[(f"{metric.name}_sum", values)] += value
 
     def flush(self) -> int:
         """Add pending deltas to the shared totals; returns how many series were written.
@@ -123,7 +127,9 @@ class Recorder:
             return 0
         # A fixed order means two processes flushing the same series lock rows
         # in the same order and cannot deadlock each other.
-        rows = sorted(batch.items())
+        rows = sorted(
+            ((name, json.dumps(list(labels))), value) for (name, labels), value in batch.items()
+        )
         table = "monitorsite_metricvalue"
         placeholders = ", ".join(["(%s, %s, %s)"] * len(rows))
         params = [item for (name, labels), value in rows for item in (name, labels, value)]
