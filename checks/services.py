@@ -21,8 +21,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from checks.assertions import Rule, Verdict, evaluate
-from checks.bulk import update_rows
-from checks.models import Monitor, Outcome, ProbeResult, Region, RegionState, StatusChange
+from checks.bulk import bound_cursor, update_rows
+from checks.models import (
+    Assertion,
+    Monitor,
+    Outcome,
+    ProbeResult,
+    Region,
+    RegionState,
+    StatusChange,
+)
 from checks.probes import get_probe
 from checks.probes.base import ProbeSpec
 from checks.runner import Run, observe_now
@@ -41,17 +49,37 @@ class Plan:
 
 
 def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]:
-    monitors = (
-        Monitor.objects.filter(id__in=monitor_ids, paused=False)
-        .only("id", "kind", "target", "options", "timeout")
-        .prefetch_related("assertions")
+    # Plain rows, not model instances: this runs for every batch of probes.
+    monitors = Monitor.objects.filter(id__in=monitor_ids, paused=False).values_list(
+        "id", "kind", "target", "options", "timeout"
     )
     memories = dict(
         RegionState.objects.filter(monitor_id__in=monitor_ids, region=region).values_list(
             "monitor_id", "memory"
         )
     )
-    return {monitor.pk: plan_for(monitor, memories.get(monitor.pk) or {}) for monitor in monitors}
+    explicit: dict[int, list[Rule]] = defaultdict(list)
+    assertions = Assertion.objects.filter(monitor_id__in=monitor_ids).order_by(
+        "monitor_id", "order", "id"
+    )
+    for row in assertions.values(
+        "monitor_id", "id", "source", "selector", "operator", "warning_value", "critical_value",
+        "aggregate", "window",
+    ):  # fmt: skip
+        explicit[row["monitor_id"]].append(
+            Rule.from_dict(
+                row | {"warning": row["warning_value"], "critical": row["critical_value"]}
+            )
+        )
+    plans = {}
+    for monitor_id, kind, target, options, timeout in monitors:
+        spec = ProbeSpec(
+            monitor_id, kind, target, options or {}, timeout, memories.get(monitor_id) or {}
+        )
+        plans[monitor_id] = Plan(
+            spec, [*get_probe(kind).implicit_rules(spec), *explicit[monitor_id]]
+        )
+    return plans
 
 
 def plan_for(monitor: Monitor, memory: dict[str, Any]) -> Plan:
@@ -179,7 +207,7 @@ def insert_results(rows: list[tuple[Run, Verdict]], region: Region) -> dict[int,
         f"duration_ms, outcome, reason, details) VALUES {placeholders} "
         "ON CONFLICT (monitor_id, region_id, scheduled_at) DO NOTHING RETURNING id, monitor_id"
     )
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, [item for row in values for item in row])
         return {monitor_id: result_id for result_id, monitor_id in cursor.fetchall()}
 

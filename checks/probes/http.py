@@ -6,6 +6,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -124,6 +125,17 @@ def _json_rules(items: list[Any], errors: OptionErrors) -> list[dict[str, str]]:
     return rules
 
 
+@lru_cache(maxsize=8192)
+def _parsed(target: str, options: str) -> tuple[HttpConfig, dict[str, list[str]]]:
+    errors = OptionErrors()
+    return parse(target, json.loads(options), errors), errors.errors
+
+
+def config_for(spec: ProbeSpec) -> tuple[HttpConfig, dict[str, list[str]]]:
+    """The spec's config, parsed once per distinct target and options in this process."""
+    return _parsed(spec.target, json.dumps(spec.options, sort_keys=True))
+
+
 class TooManyRedirects(Exception):
     pass
 
@@ -138,7 +150,7 @@ class HttpProbe(Probe):
         return target, options
 
     def implicit_rules(self, spec: ProbeSpec) -> list[Rule]:
-        config = parse(spec.target, spec.options, OptionErrors())
+        config, _ = config_for(spec)
         rules = [Rule("status", "status_code", "in", critical=config.accepted_codes)]
         if config.keyword:
             rules.append(Rule("keyword", "body", "contains", critical=config.keyword))
@@ -171,10 +183,9 @@ class HttpProbe(Probe):
         return rules
 
     async def observe(self, spec: ProbeSpec, resources: Any) -> Observation:
-        errors = OptionErrors()
-        config = parse(spec.target, spec.options, errors)
-        if errors.errors:
-            return Observation.failed(f"invalid options: {errors.errors}")
+        config, errors = config_for(spec)
+        if errors:
+            return Observation.failed(f"invalid options: {errors}")
         started = time.perf_counter()
         try:
             status, headers, body, final_url = await self.fetch(config, resources.http)
