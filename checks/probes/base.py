@@ -54,8 +54,19 @@ class Probe:
     kind: ClassVar[str]
     target_label: ClassVar[str] = "target"
 
+    def parse(self, target: str, options: Any, errors: OptionErrors) -> Any:
+        """Read the target and options into the kind's config, noting each problem in `errors`.
+
+        Kinds set this to their module's `parse` (one reader serves validation
+        and probing alike).
+        """
+        return None
+
     def validate(self, target: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Clean the target and options; raise ValidationError naming the field."""
+        errors = OptionErrors()
+        self.parse(target, options, errors)
+        errors.raise_if_any()
         return target, options
 
     def implicit_rules(self, spec: ProbeSpec) -> list[Rule]:

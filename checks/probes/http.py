@@ -143,11 +143,7 @@ class TooManyRedirects(Exception):
 class HttpProbe(Probe):
     kind = "http"
 
-    def validate(self, target: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        errors = OptionErrors()
-        parse(target, options, errors)
-        errors.raise_if_any()
-        return target, options
+    parse = staticmethod(parse)
 
     def implicit_rules(self, spec: ProbeSpec) -> list[Rule]:
         config, _ = config_for(spec)

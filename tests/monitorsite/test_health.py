@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,6 +12,7 @@ from django.utils import timezone
 from monitorsite.celery import app as celery_app
 from monitorsite.models import Heartbeat
 from tests.conftest import RedisServer
+from tests.targets import silent_tcp_server
 
 
 @pytest.fixture
@@ -90,29 +89,8 @@ def test_it_turns_503_naming_broker_and_cache_when_redis_stops(
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with silent_tcp_server() as port:
+        yield port
 
 
 @override_settings(HEALTH_CHECK_TIMEOUT=1.0)
