@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/watchpost
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-pings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ format: $(VENV)/.installed
 # make bench BENCH_ARGS="--monitors 2000 --window 60"; --smoke for a ~30 s run.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/fleet.py $(BENCH_ARGS)
+
+# Heartbeat ping throughput under gunicorn, driven by wrk (bench/README.md).
+# make bench-pings BENCH_ARGS="--web-concurrency 2 --web-threads 4 --duration 30"
+bench-pings: $(VENV)/.installed
+	$(BIN)/python bench/pings.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles
