@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from checks.models import Monitor
 from checks.services import run_now
 from tests.dns_server import DnsServer
+from tests.probing import check, saved_monitor
 
 pytestmark = pytest.mark.django_db
 
@@ -34,21 +35,9 @@ def server() -> Iterator[DnsServer]:
 
 def dns_monitor(name: str, resolver: str, timeout: float = 5, **options: object) -> Monitor:
     # Every monitor names the loopback resolver: the tests never query the system's.
-    monitor = Monitor(
-        name="dns",
-        kind="dns",
-        target=name,
-        options={"resolver": resolver, **options},
-        timeout=timeout,
+    return saved_monitor(
+        "dns", name, "dns", options={"resolver": resolver, **options}, timeout=timeout
     )
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
 
 
 def test_it_resolves_a_name_at_the_given_resolver(server: DnsServer) -> None:

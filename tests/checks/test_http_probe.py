@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from checks.models import Assertion, Monitor
 from checks.services import run_now
+from tests.probing import check, saved_monitor
 from tests.targets import HttpTarget, closed_port, silent_tcp_server
 
 pytestmark = pytest.mark.django_db
@@ -21,15 +22,7 @@ READINESS_RULES = [
 
 
 def http_monitor(url: str, timeout: float = 5, **options: object) -> Monitor:
-    monitor = Monitor(name="api", kind="http", target=url, options=options, timeout=timeout)
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
+    return saved_monitor("http", url, "api", options=options, timeout=timeout)
 
 
 def test_it_is_ok_for_a_ready_endpoint(target: HttpTarget) -> None:

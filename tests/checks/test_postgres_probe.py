@@ -22,8 +22,8 @@ from django.db import connection
 from django.test import override_settings
 
 from checks.models import Monitor
-from checks.runner import Run
 from checks.services import run_now
+from tests.probing import check, everything_said, saved_monitor, shown_pct
 from tests.targets import closed_port, silent_tcp_server
 
 pytestmark = pytest.mark.django_db
@@ -35,26 +35,7 @@ ENCODED = "s3cr%3At%2Fp%40ss%25word"
 
 
 def pg_monitor(target: str = SERVER, timeout: float = 5, **options: object) -> Monitor:
-    monitor = Monitor(name="db", kind="postgres", target=target, options=options, timeout=timeout)
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
-
-
-def shown_pct(value: float) -> str:
-    """A percentage as reasons show it: whole above 10 %, one decimal below."""
-    return f"{round(value) if value >= 10 else round(value, 1):g}%"
-
-
-def everything_said(run: Run, reason: str) -> str:
-    observation = run.observation
-    assert observation is not None
-    return " ".join([reason, observation.summary, observation.error or "", repr(observation.info)])
+    return saved_monitor("postgres", target, "db", options=options, timeout=timeout)
 
 
 @contextmanager

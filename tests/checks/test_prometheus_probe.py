@@ -14,6 +14,7 @@ from checks.models import Assertion, Monitor, ProbeResult, Region
 from checks.probes.prometheus import histogram_quantile
 from checks.runner import Run, execute
 from checks.services import plan_monitors, record_batch, run_now
+from tests.probing import saved_monitor
 from tests.targets import HttpTarget, closed_port
 
 pytestmark = pytest.mark.django_db
@@ -60,12 +61,7 @@ def app() -> Iterator[MetricsApp]:
 
 
 def metrics_monitor(url: str, *series: dict[str, object], **options: object) -> Monitor:
-    monitor = Monitor(
-        name="metrics", kind="prometheus", target=url, options={"series": list(series), **options}
-    )
-    monitor.full_clean()
-    monitor.save()
-    return monitor
+    return saved_monitor("prometheus", url, "metrics", options={"series": list(series), **options})
 
 
 class Scraper:

@@ -18,10 +18,10 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from checks.models import Monitor
-from checks.runner import Run
 from checks.services import run_now
 from checks.tasks import probe_batch
 from tests.conftest import RedisServer, free_port
+from tests.probing import check, everything_said, saved_monitor, shown_pct
 from tests.targets import closed_port, silent_tcp_server
 
 pytestmark = pytest.mark.django_db
@@ -36,33 +36,9 @@ T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 def redis_monitor(
     target: str, timeout: float = 5, interval: int = 60, **options: object
 ) -> Monitor:
-    monitor = Monitor(
-        name="cache",
-        kind="redis",
-        target=target,
-        options=options,
-        timeout=timeout,
-        interval=interval,
+    return saved_monitor(
+        "redis", target, "cache", options=options, timeout=timeout, interval=interval
     )
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
-
-
-def shown_pct(value: float) -> str:
-    """A percentage as reasons show it: whole above 10 %, one decimal below."""
-    return f"{round(value) if value >= 10 else round(value, 1):g}%"
-
-
-def everything_said(run: Run, reason: str) -> str:
-    observation = run.observation
-    assert observation is not None
-    return " ".join([reason, observation.summary, observation.error or "", repr(observation.info)])
 
 
 def admin(server: RedisServer) -> redis.Redis:

@@ -17,21 +17,14 @@ from django.test import override_settings
 from checks.models import Monitor
 from checks.probes import tcp
 from checks.services import run_now
+from tests.probing import check, saved_monitor
 from tests.targets import closed_port, silent_tcp_server
 
 pytestmark = pytest.mark.django_db
 
 
 def tcp_monitor(target: str, timeout: float = 5, **options: object) -> Monitor:
-    monitor = Monitor(name="db", kind="tcp", target=target, options=options, timeout=timeout)
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
+    return saved_monitor("tcp", target, "db", options=options, timeout=timeout)
 
 
 @contextmanager

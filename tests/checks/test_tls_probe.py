@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 
 from checks.models import Monitor
 from checks.services import run_now
+from tests.probing import saved_monitor
 from tests.targets import HttpTarget, closed_port, silent_tcp_server
 from tests.tls_certs import TestCA, TlsServer
 
@@ -27,10 +28,7 @@ def stranger() -> TestCA:
 
 
 def tls_monitor(target: str, timeout: float = 5, **options: object) -> Monitor:
-    monitor = Monitor(name="cert", kind="tls", target=target, options=options, timeout=timeout)
-    monitor.full_clean()
-    monitor.save()
-    return monitor
+    return saved_monitor("tls", target, "cert", options=options, timeout=timeout)
 
 
 def check_cert(ca: TestCA, key_and_chain: bytes, **options: object) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from django.test import override_settings
 
 from checks.models import Monitor
 from checks.services import run_now
+from tests.probing import check, saved_monitor
 from tests.targets import closed_port, silent_tcp_server
 
 pytestmark = pytest.mark.django_db
@@ -95,17 +96,7 @@ def server() -> Iterator[WebSocketServer]:
 
 
 def ws_monitor(url: str, timeout: float = 5, **options: object) -> Monitor:
-    monitor = Monitor(
-        name="realtime", kind="websocket", target=url, options=options, timeout=timeout
-    )
-    monitor.full_clean()
-    monitor.save()
-    return monitor
-
-
-def check(monitor: Monitor) -> tuple[str, str]:
-    _run, verdict = run_now(monitor)
-    return verdict.outcome, verdict.reason
+    return saved_monitor("websocket", url, "realtime", options=options, timeout=timeout)
 
 
 def test_it_is_ok_when_the_reply_holds_the_expected_text(server: WebSocketServer) -> None:
