@@ -19,10 +19,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.html import format_html
 
-from checks.api import MANUAL_RUN_LIMIT, ManualRun, evaluate_now
 from checks.models import Assertion, Monitor, Outcome, Region, StatusChange, Tag
 from checks.probes.docs import all_kind_help
-from checks.services import set_paused
+from checks.services import MANUAL_RUN_LIMIT, ManualRun, evaluate_now, set_paused
 from monitorsite.env import redact_url
 
 OUTCOME_LEVELS = {
