@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from checks.assertions import percentile
 from checks.models import Monitor, ProbeResult, StatusChange
+from checks.signals import announce_status_changes
 from monitorsite.models import Heartbeat
 
 SAMPLE_LIMIT = 20_000
@@ -122,6 +123,7 @@ def record_fleet_status(now: datetime | None = None) -> StatusChange | None:
                 reason=reason,
                 created_at=now,
             )
+            announce_status_changes()
             monitor.status, monitor.status_since = status, now
         monitor.last_checked_at, monitor.last_reason = now, reason
         monitor.save(update_fields=["status", "status_since", "last_checked_at", "last_reason"])

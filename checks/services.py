@@ -36,6 +36,7 @@ from checks.models import (
 from checks.probes import get_probe
 from checks.probes.base import ProbeSpec
 from checks.runner import Run, execute, observe_now
+from checks.signals import announce_status_changes
 from monitorsite import metrics
 
 logger = logging.getLogger(__name__)
@@ -429,6 +430,8 @@ def flip_monitors(flipped: list[tuple[Run, Verdict, int]]) -> list[StatusChange]
         )  # fmt: skip
         monitor.status, monitor.status_since = status, now
     StatusChange.objects.bulk_create(changes)
+    if changes:
+        announce_status_changes()
     update_rows(
         Monitor,
         ["status", "status_since"],
@@ -463,6 +466,7 @@ def set_paused(monitor_ids: Sequence[int], paused: bool) -> int:
                 reason="paused" if paused else "resumed",
                 created_at=now,
             )
+            announce_status_changes()
             monitor.paused, monitor.status, monitor.status_since = paused, to_status, now
             monitor.next_check_at = None
             monitor.save(update_fields=["paused", "status", "status_since", "next_check_at"])

@@ -285,6 +285,34 @@ ROLLUP_RETENTION_DAYS = env.int("ROLLUP_RETENTION_DAYS", 400, minimum=1)
 # When set, /metrics answers only requests with `Authorization: Bearer <token>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", "")
 
+# --- Incidents and paging --------------------------------------------------------
+
+# A monitor failing again within this many seconds of its incident's resolution
+# re-opens that incident instead of opening a new one.
+INCIDENT_REOPEN_WINDOW = env.int("INCIDENT_REOPEN_WINDOW", 300, minimum=0)
+# Acknowledge links in pages stay valid this long (seconds).
+ACK_LINK_MAX_AGE = env.int("ACK_LINK_MAX_AGE", 7 * 24 * 3600, minimum=60)
+# More incidents than this opening within a minute is a storm: each channel and
+# person gets one grouped message for the rest of that minute, not one per incident.
+STORM_THRESHOLD = env.int("STORM_THRESHOLD", 10, minimum=1)
+# Attempts per notification before it is recorded as failed (backoff with jitter).
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
+DELIVERY_RETRY_BASE = env.float("DELIVERY_RETRY_BASE", 10.0, 0.0, 3600.0)
+NOTIFY_TIMEOUT = env.float("NOTIFY_TIMEOUT", 10.0, 0.5, 120.0)
+# Notification URLs resolving to loopback, private or link-local addresses are
+# refused unless this is on (for a chat server on your own network, or tests).
+NOTIFY_ALLOW_PRIVATE = env.bool("NOTIFY_ALLOW_PRIVATE", False)
+# Where the hosted services' APIs live (a setting so they can point at a proxy).
+PAGERDUTY_EVENTS_URL = env.url(
+    "PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue", ("http", "https")
+)
+TWILIO_API_URL = env.url("TWILIO_API_URL", "https://api.twilio.com", ("http", "https"))
+TELEGRAM_API_URL = env.url("TELEGRAM_API_URL", "https://api.telegram.org", ("http", "https"))
+# The Twilio account that texts contacts (an SMS channel may name its own).
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", "")
+
 # --- JSON API (/api/v1/) ----------------------------------------------------------
 
 # Staff only, by token (`manage.py api_token <username>`) or an admin session.

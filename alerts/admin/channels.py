@@ -1,0 +1,3 @@
+"""Admin: channels."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Admin: oncall."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Admin: policies."""
+
+from __future__ import annotations
