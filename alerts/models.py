@@ -17,8 +17,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from checks.models import Monitor
 from alerts.validators import validate_e164
+from checks.models import Monitor
 from monitorsite.validators import validate_timezone
 
 
@@ -176,6 +176,9 @@ class LayerMember(models.Model):
     class Meta:
         ordering = ["layer", "position", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.position + 1}. {self.contact}"
+
 
 class ScheduleOverride(models.Model):
     """Someone covers a window of a layer, e.g. a swap or a holiday."""
@@ -196,6 +199,9 @@ class ScheduleOverride(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.contact} covers {self.layer} from {self.starts_at:%Y-%m-%d %H:%M}"
+
 
 class EscalationPolicy(models.Model):
     name = models.CharField(max_length=200, unique=True)
@@ -209,6 +215,11 @@ class EscalationPolicy(models.Model):
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(10)],
         help_text="run the whole policy up to this many times while unacknowledged",
+    )
+    repeat_after_minutes = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="when the last step has run unacknowledged, start again after N minutes",
     )
     reminder_minutes = models.PositiveIntegerField(
         default=0, help_text="after the last step, remind every N minutes (0: no reminders)"
@@ -370,3 +381,6 @@ class DeliveryAttempt(models.Model):
                 fields=["notification", "number"], name="deliveryattempt_unique"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {'ok' if self.ok else self.error}"

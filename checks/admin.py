@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -23,6 +22,7 @@ from checks.models import Assertion, Monitor, Outcome, Region, StatusChange, Tag
 from checks.probes.docs import all_kind_help
 from checks.services import MANUAL_RUN_LIMIT, ManualRun, evaluate_now, set_paused
 from monitorsite.env import redact_url
+from monitorsite.forms import PrettyJSONField
 
 OUTCOME_LEVELS = {
     Outcome.OK: messages.SUCCESS,
@@ -52,24 +52,6 @@ def shown_target(target: str) -> str:
 
 
 # --- The monitor form ---------------------------------------------------------------------
-
-
-class AsTyped(str):
-    """Text the user submitted, shown back exactly as typed."""
-
-
-class PrettyJSONField(forms.JSONField):
-    """Stored options shown indented; a form shown again shows what the user typed."""
-
-    def bound_data(self, data: Any, initial: Any) -> Any:
-        if self.disabled or data is None:
-            return super().bound_data(data, initial)
-        return AsTyped(data)
-
-    def prepare_value(self, value: Any) -> Any:
-        if isinstance(value, AsTyped | forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
 
 
 class OptionsWidget(forms.Textarea):

@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class IncidentsConfig(AppConfig):
     name = "incidents"
     verbose_name = "Incidents and status pages"
+
+    def ready(self) -> None:
+        from incidents import signals  # noqa: F401  (connects the listeners)

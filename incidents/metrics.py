@@ -4,9 +4,7 @@ from __future__ import annotations
 
 
 def open_incident_count() -> int:
-    """Incidents not yet resolved.
+    """Incidents not yet resolved."""
+    from incidents.models import Incident
 
-    Zero until the Incident model lands with the incidents work; the gauge is
-    exported now so dashboards and alert rules can be written against it.
-    """
-    return 0
+    return Incident.objects.open().count()

@@ -186,3 +186,8 @@ class Maintenance(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def clean(self) -> None:
+        from incidents.maintenance import clean_maintenance
+
+        clean_maintenance(self)

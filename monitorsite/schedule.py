@@ -36,7 +36,15 @@ SYSTEM_SCHEDULE = (
         "watchpost: escalate incidents",
         "incidents.tasks.escalate_due",
         5,
-        "Advances escalation steps of unacknowledged incidents.",
+        "Advances escalation steps of unacknowledged incidents, applies status changes "
+        "whose task was lost, and resumes paging when a suppression ends.",
+    ),
+    SystemEntry(
+        "watchpost: deliver waiting notifications",
+        "alerts.tasks.sweep_notifications",
+        5,
+        "Sends notifications whose time has come (a personal rule's delay, a retry's backoff, "
+        "a rate limit) and any whose delivery task was lost.",
     ),
     SystemEntry(
         "watchpost: roll up results",

@@ -334,7 +334,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Watchpost API",
-    "DESCRIPTION": "Monitors, their thresholds and manual evaluation. "
+    "DESCRIPTION": "Monitors, their thresholds and manual evaluation; incidents (acknowledge, "
+    "resolve, notes). "
     "Authenticate with `Authorization: Token <key>` (manage.py api_token <username>).",
     "VERSION": "1",
     # Separate request and response shapes, so read-only state is never

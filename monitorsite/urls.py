@@ -15,5 +15,8 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("checks.api_urls")),
+    path("api/v1/", include("incidents.api_urls")),
+    path("", include("alerts.urls")),
+    path("", include("incidents.urls")),
     path("", include("checks.urls")),
 ]

@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from monitorsite.models import Heartbeat
+from tests.receivers import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, Receiver, SmtpServer
 from tests.targets import HttpTarget
 
 
@@ -114,3 +116,56 @@ def fresh_metrics() -> Iterator[None]:
     metrics.recorder.pending.clear()
     yield
     metrics.recorder.pending.clear()
+
+
+# --- Notification receivers (alerts, and incidents' paging tests) --------------------------------
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    """The services notifications go to, on loopback (see tests/receivers.py).
+
+    Slack, Discord, Teams and webhook channels take `receiver.url("/slack/...")`
+    and the like; PagerDuty, Twilio and Telegram are reached through their
+    settings, pointed here, with a Twilio account the receiver accepts.
+    """
+    server = Receiver()
+    settings.NOTIFY_ALLOW_PRIVATE = True
+    settings.PAGERDUTY_EVENTS_URL = server.url("/pagerduty/v2/enqueue")
+    settings.TWILIO_API_URL = server.url("/twilio")
+    settings.TELEGRAM_API_URL = server.url("/telegram")
+    settings.TWILIO_ACCOUNT_SID = TWILIO_SID
+    settings.TWILIO_AUTH_TOKEN = TWILIO_TOKEN
+    settings.TWILIO_FROM_NUMBER = TWILIO_FROM
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def smtp_server(settings: Any) -> Iterator[SmtpServer]:
+    """An SMTP server on loopback that Django's mail goes to; `.messages` are parsed emails."""
+    server = SmtpServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Static files collected as `manage.py prepare` does, into a directory of our own.
+
+    Outside DEBUG the admin's pages name hashed files from the manifest and
+    WhiteNoise serves what was collected, so this is what production serves.
+    Modules whose pages are rendered use it: `pytest.mark.usefixtures("collected_static")`.
+    """
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    root = tmp_path_factory.mktemp("static")
+    with override_settings(STATIC_ROOT=root):
+        call_command("collectstatic", interactive=False, verbosity=0)
+        yield root

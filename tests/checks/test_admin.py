@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,7 +17,7 @@ from checks.probes import PROBE_MODULES, validate_monitor
 from checks.probes.docs import KINDS, known_options
 from tests.targets import HttpTarget, closed_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("collected_static")]
 
 CHANGELIST = "/admin/checks/monitor/"
 ADD = "/admin/checks/monitor/add/"
@@ -29,19 +26,6 @@ READINESS_RULES = [
     {"path": "$.status", "value": "ready"},
     {"path": "$.database", "value": "connected"},
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def collected_static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Static files collected as `manage.py prepare` does, into a directory of our own.
-
-    Outside DEBUG the admin's pages name hashed files from the manifest and
-    WhiteNoise serves what was collected, so this is what production serves.
-    """
-    root = tmp_path_factory.mktemp("static")
-    with override_settings(STATIC_ROOT=root):
-        call_command("collectstatic", interactive=False, verbosity=0)
-        yield root
 
 
 def monitor(name: str, url: str = "http://127.0.0.1:9/", **fields: Any) -> Monitor:
