@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -77,7 +77,13 @@ class IncidentViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses=IncidentSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: IncidentSerializer,
+            409: OpenApiResponse(description="the incident is already resolved"),
+        },
+    )
     def acknowledge(self, request: Request, pk: str | None = None) -> Response:
         incident = self.get_object()
         if incident.status == Incident.Status.RESOLVED:

@@ -349,7 +349,11 @@ def test_the_schema_is_valid_openapi_in_yaml_and_json() -> None:
     paths = schema["paths"]
     assert set(paths) == {
         "/api/v1/monitors/", "/api/v1/monitors/{id}/", "/api/v1/monitors/{id}/run",
+        "/api/v1/incidents/", "/api/v1/incidents/{id}/", "/api/v1/incidents/{id}/acknowledge",
+        "/api/v1/incidents/{id}/resolve", "/api/v1/incidents/{id}/notes",
     }  # fmt: skip
+    acknowledge = paths["/api/v1/incidents/{id}/acknowledge"]["post"]
+    assert {"200", "409"} <= set(acknowledge["responses"])
     run = paths["/api/v1/monitors/{id}/run"]["post"]
     assert set(run["responses"]) == {"200", "401", "403", "404"}
     assert set(paths["/api/v1/monitors/"]["post"]["responses"]) == {"201", "400", "401", "403"}
