@@ -314,7 +314,8 @@ class MaintenanceForm(forms.ModelForm):
         model = Maintenance
         fields = [
             "title", "recurrence", "starts_at", "ends_at", "weekdays", "start_time", "cron",
-            "duration_minutes", "timezone", "monitors", "tags",
+            "duration_minutes", "timezone", "monitors", "tags", "components", "public",
+            "public_description",
         ]  # fmt: skip
 
 
@@ -324,7 +325,7 @@ class MaintenanceAdmin(admin.ModelAdmin):
     list_display = ["title", "recurrence", "starts_at", "ends_at", "active_now"]
     list_filter = ["recurrence"]
     search_fields = ["title"]
-    filter_horizontal = ["monitors", "tags"]
+    filter_horizontal = ["monitors", "tags", "components"]
 
     @admin.display(description="in effect now")
     def active_now(self, obj: Maintenance) -> str:
@@ -337,3 +338,5 @@ class MaintenanceAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+from incidents import admin_status  # noqa: E402, F401  (status pages, public incidents)

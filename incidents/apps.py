@@ -9,3 +9,4 @@ class IncidentsConfig(AppConfig):
 
     def ready(self) -> None:
         from incidents import signals  # noqa: F401  (connects the listeners)
+        from incidents.statuspage import signals as status_signals  # noqa: F401

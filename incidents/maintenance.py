@@ -63,7 +63,10 @@ def active_window(monitor: Monitor, at: datetime) -> Window | None:
     """A maintenance window covering `monitor` at `at` (the one ending last), if any."""
     tag_ids = list(monitor.tags.values_list("id", flat=True))
     candidates = (
-        Maintenance.objects.filter(Q(monitors=monitor) | Q(tags__in=tag_ids), starts_at__lte=at)
+        Maintenance.objects.filter(
+            Q(monitors=monitor) | Q(tags__in=tag_ids) | Q(components__monitors=monitor),
+            starts_at__lte=at,
+        )
         .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=at))
         .distinct()
     )

@@ -19,6 +19,7 @@ from django.utils import timezone
 from checks.models import Monitor, StatusChange
 from incidents import escalation
 from incidents.escalation import record
+from incidents.events import incident_opened, incident_resolved, send_on_commit
 from incidents.maintenance import active_window
 from incidents.models import Incident, IncidentEvent
 
@@ -129,6 +130,7 @@ def monitor_failing(change: StatusChange) -> None:
             actor="Watchpost",
         )
         start_paging(incident, timezone.now())
+        send_on_commit(incident_opened, incident)
     if change.to_status == Monitor.Status.DOWN:
         suppress_dependents(monitor, timezone.now())
 
@@ -163,6 +165,7 @@ def reopen(incident: Incident, change: StatusChange, severity: str) -> None:
         change.created_at,
         actor="Watchpost",
     )
+    send_on_commit(incident_opened, incident)
 
 
 def worsen(incident: Incident, change: StatusChange, severity: str) -> None:
@@ -393,6 +396,7 @@ def resolve_locked(incident: Incident, actor: str, note: str, via: str, now: dat
     how = f" via {via}" if via else ""
     text = f"resolved by {actor}{how}" + (f": {note}" if note else "")
     record(incident, Kind.RESOLVED, text, now, actor=actor)
+    send_on_commit(incident_resolved, incident)
     if not incident.suppression:
         escalation.schedule_delivery(escalation.announce(incident, "resolved", actor, now))
 

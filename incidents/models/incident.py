@@ -1,4 +1,4 @@
-"""Incidents, their timelines, and maintenance windows.
+"""Incidents and their timelines.
 
 An incident moves triggered → acknowledged → resolved (TRANSITIONS); every
 move goes through incidents.services, which locks the row, checks the move,
@@ -10,13 +10,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from django.conf import settings
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from checks.models import Monitor, Tag
-from monitorsite.validators import validate_timezone
+from checks.models import Monitor
 
 
 class IncidentQuerySet(models.QuerySet["Incident"]):
@@ -141,53 +138,3 @@ class IncidentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message}"
-
-
-class Maintenance(models.Model):
-    """A window in which failures page no one.
-
-    One-off (starts_at..ends_at), or recurring: on the chosen weekdays or at
-    each cron time, for duration_minutes, in its timezone.
-    """
-
-    class Recurrence(models.TextChoices):
-        ONCE = "once", "once"
-        WEEKLY = "weekly", "weekly, on chosen days"
-        CRON = "cron", "cron expression"
-
-    title = models.CharField(max_length=200)
-    recurrence = models.CharField(max_length=10, choices=Recurrence.choices, default="once")
-    starts_at = models.DateTimeField(
-        help_text="once: when it starts; recurring: from when the rule applies"
-    )
-    ends_at = models.DateTimeField(
-        null=True, blank=True, help_text="once: when it ends; recurring: until when (optional)"
-    )
-    weekdays = models.JSONField(
-        default=list, blank=True, help_text="weekly: days 0 (Monday) … 6 (Sunday)"
-    )
-    start_time = models.TimeField(null=True, blank=True, help_text="weekly: local start time")
-    cron = models.CharField(max_length=100, blank=True, help_text="cron: e.g. 0 3 * * SUN")
-    duration_minutes = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="recurring: length"
-    )
-    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
-    monitors = models.ManyToManyField(Monitor, blank=True, related_name="maintenances")
-    tags = models.ManyToManyField(
-        Tag, blank=True, related_name="maintenances", help_text="every monitor with these tags"
-    )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-starts_at"]
-        verbose_name = "maintenance window"
-
-    def __str__(self) -> str:
-        return self.title
-
-    def clean(self) -> None:
-        from incidents.maintenance import clean_maintenance
-
-        clean_maintenance(self)

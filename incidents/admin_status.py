@@ -1,0 +1,3 @@
+"""Admin: status pages, components, public incidents and subscribers."""
+
+from __future__ import annotations
