@@ -29,6 +29,7 @@ from alerts.models import Channel, Contact, DeliveryAttempt, Notification
 from alerts.signals import notification_finished
 from alerts.transports import get_transport
 from alerts.transports.base import Destination, Message, TransportError, shorten
+from monitorsite import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ def record(row: Notification, outcome: Outcome, started: datetime, duration_ms: 
         else:
             announce(row)
     log_outcome(row, outcome)
+    if not outcome.ok:
+        metrics.inc(metrics.NOTIFICATION_FAILURES, {"channel_kind": row.transport})
     return row.status
 
 

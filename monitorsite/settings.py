@@ -48,7 +48,8 @@ if STATUS_PAGE_HOST and ("/" in STATUS_PAGE_HOST or " " in STATUS_PAGE_HOST):
         "STATUS_PAGE_HOST: expected a host name such as status.example.com, "
         f"got {STATUS_PAGE_HOST!r}"
     )
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+# ".localhost" is localhost and its subdomains: the demo status page is at status.localhost.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", ".localhost", "[::1]"])
 for _host in (urlsplit(SITE_URL).hostname, STATUS_PAGE_HOST):
     if _host and _host not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
         ALLOWED_HOSTS.append(_host)
@@ -77,6 +78,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Heartbeat pings skip the rest: CSRF, auth, messages and framing do nothing for them.
+    "checks.views.PingMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -19,6 +19,7 @@ from alerts.models import Channel, LayerMember, OnCallSchedule, ScheduleLayer
 from checks.models import Monitor
 from checks.tasks import probe_batch
 from incidents.models import Incident
+from monitorsite import metrics
 from tests.incidents.paging import contact, policy, the_incident, tick, timeline
 from tests.receivers import Receiver, Request, SmtpServer
 from tests.targets import HttpTarget
@@ -197,6 +198,9 @@ def test_a_receiver_answering_500_is_retried_and_its_failure_lands_in_the_timeli
     row.refresh_from_db()
     assert row.status == "failed" and row.attempts == 3
     assert len(receiver.to("/slack/")) == 3
+    # Each failed attempt counts in /metrics.
+    failures = metrics.NOTIFICATION_FAILURES.key({"channel_kind": "slack"})
+    assert metrics.recorder.pending[("watchpost_notification_failures_total", failures)] == 3
     # The incidents app hears the outcome (on commit, in production).
     from alerts.signals import notification_finished
 

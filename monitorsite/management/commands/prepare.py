@@ -102,6 +102,47 @@ class Command(BaseCommand):
             monitor.save()
             created.append(monitor.name)
         self.stdout.write(f"Demo monitors: {', '.join(created)}.")
+        self.seed_demo_paging()
+        self.seed_demo_status_page()
+
+    def seed_demo_paging(self) -> None:
+        """Page the demo admin by email (printed to the log without EMAIL_HOST) when a demo
+        monitor goes down, so a fresh install shows the whole path."""
+        from alerts.models import Contact, ContactRule, EscalationPolicy, EscalationStep
+
+        if EscalationPolicy.objects.exists():
+            return
+        admin = Contact.objects.create(
+            name="Admin (demo)",
+            email="admin@localhost",
+            user=get_user_model().objects.filter(username=ADMIN_USERNAME).first(),
+        )
+        ContactRule.objects.create(contact=admin, method=ContactRule.Method.EMAIL)
+        for severity in ("critical", "high"):
+            policy = EscalationPolicy.objects.create(
+                name=f"Page the admin ({severity})", default_for=severity, reminder_minutes=30
+            )
+            EscalationStep.objects.create(policy=policy).contacts.add(admin)
+        self.stdout.write(
+            "Demo paging: incidents of high and critical monitors email admin@localhost."
+        )
+
+    def seed_demo_status_page(self) -> None:
+        from checks.models import Monitor
+        from incidents.models import Component, StatusPage
+
+        if StatusPage.objects.exists():
+            return
+        host = settings.STATUS_PAGE_HOST or "status.localhost"
+        page = StatusPage.objects.create(
+            title="Watchpost status", host=host, description="The demo status page of this install."
+        )
+        web = Component.objects.create(page=page, name="Web", position=0, show_response_time=True)
+        web.monitors.set(Monitor.objects.filter(name__in=["Watchpost web", "Watchpost web port"]))
+        ready = Component.objects.create(page=page, name="Monitoring", position=1)
+        ready.monitors.set(Monitor.objects.filter(name="Watchpost readiness"))
+        port = os.environ.get("WATCHPOST_BIND", "127.0.0.1:8000").rpartition(":")[2] or "8000"
+        self.stdout.write(f"Demo status page: http://{host}:{port}/")
 
 
 def demo_monitors(base: str, port: str) -> list[dict[str, Any]]:
