@@ -18,5 +18,6 @@ urlpatterns = [
     path("api/v1/", include("incidents.api_urls")),
     path("", include("alerts.urls")),
     path("", include("incidents.urls")),
+    path("", include("incidents.console_urls")),
     path("", include("checks.urls")),
 ]
