@@ -18,6 +18,9 @@ from django.utils.html import format_html
 
 from alerts.models import Notification
 from incidents import services
+
+# Importing admin_status also registers the status page admins.
+from incidents.admin_status import publish_on_status_page
 from incidents.maintenance import window_at
 from incidents.models import Incident, IncidentEvent, Maintenance
 
@@ -115,7 +118,7 @@ class IncidentAdmin(admin.ModelAdmin):
     list_select_related = ["monitor"]
     date_hierarchy = "opened_at"
     inlines = [TimelineInline, NotificationInline]
-    actions = ["acknowledge_selected", "resolve_selected"]
+    actions = ["acknowledge_selected", "resolve_selected", publish_on_status_page]
     change_form_template = "admin/incidents/incident/change_form.html"
     change_list_template = "admin/incidents/incident/change_list.html"
 
@@ -338,5 +341,3 @@ class MaintenanceAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-
-from incidents import admin_status  # noqa: E402, F401  (status pages, public incidents)

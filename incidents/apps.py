@@ -9,4 +9,5 @@ class IncidentsConfig(AppConfig):
 
     def ready(self) -> None:
         from incidents import signals  # noqa: F401  (connects the listeners)
+        from incidents.statuspage import autopublish  # noqa: F401  (auto-publish listeners)
         from incidents.statuspage import signals as status_signals  # noqa: F401

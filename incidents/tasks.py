@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from incidents import services
+from incidents.statuspage import tasks as statuspage_tasks  # noqa: F401  (registers them)
 
 
 @shared_task(ignore_result=True)

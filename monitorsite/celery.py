@@ -24,6 +24,7 @@ app.conf.update(
         "checks.tasks.dispatch_*": {"queue": "dispatch"},
         "checks.tasks.probe_*": {"queue": "probes"},
         "alerts.tasks.deliver_*": {"queue": "notify"},
+        "incidents.statuspage.tasks.deliver_*": {"queue": "notify"},
         "*": {"queue": "default"},
     },
     task_serializer="json",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -187,34 +187,66 @@ def component_days(
     return bars
 
 
-def window_uptimes(component_monitors: set[int], now: datetime) -> dict[str, float | None]:
-    result = {}
+def window_totals(monitor_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
+    """monitor → window name → (good results, all results), in one query for every monitor."""
+    good = F("ok") + F("warning")
+    aggregates = {}
     for name, span in UPTIME_WINDOWS.items():
-        totals = Rollup.objects.filter(
-            monitor_id__in=component_monitors,
+        recent = Q(bucket_start__gte=now - span)
+        aggregates[f"good_{name}"] = Sum(good, filter=recent)
+        aggregates[f"total_{name}"] = Sum("total", filter=recent)
+    rows = (
+        Rollup.objects.filter(
+            monitor_id__in=monitor_ids,
             period=Rollup.Period.HOUR,
-            bucket_start__gte=now - span,
-        ).aggregate(good=Sum(F("ok") + F("warning")), total=Sum("total"))
-        result[name] = uptime(totals["good"] or 0, totals["total"] or 0)
+            bucket_start__gte=now - max(UPTIME_WINDOWS.values()),
+        )
+        .values("monitor_id")
+        .annotate(**aggregates)
+    )
+    return {
+        row["monitor_id"]: {
+            name: (row[f"good_{name}"] or 0, row[f"total_{name}"] or 0) for name in UPTIME_WINDOWS
+        }
+        for row in rows
+    }
+
+
+def window_uptimes(
+    component_monitors: set[int], totals: dict[int, dict[str, tuple[int, int]]]
+) -> dict[str, float | None]:
+    result = {}
+    for name in UPTIME_WINDOWS:
+        pairs = [totals[m][name] for m in component_monitors if m in totals]
+        result[name] = uptime(sum(g for g, _ in pairs), sum(t for _, t in pairs))
     return result
 
 
-def response_times(component_monitors: set[int], now: datetime) -> list[dict[str, Any]]:
+def hourly_latencies(monitor_ids: list[int], now: datetime) -> dict[int, dict[datetime, float]]:
+    """monitor → hour → median latency over the last 24 hours, in one query."""
+    rows = Rollup.objects.filter(
+        monitor_id__in=monitor_ids,
+        period=Rollup.Period.HOUR,
+        bucket_start__gte=now - timedelta(hours=24),
+        latency_p50__isnull=False,
+    ).values_list("monitor_id", "bucket_start", "latency_p50")
+    found: dict[int, dict[datetime, float]] = defaultdict(dict)
+    for monitor_id, hour, p50 in rows:
+        found[monitor_id][hour] = p50
+    return found
+
+
+def response_times(
+    component_monitors: set[int], latencies: dict[int, dict[datetime, float]]
+) -> list[dict[str, Any]]:
     """Hourly median latency over the last 24 hours (the mean of its monitors' medians)."""
-    rows = (
-        Rollup.objects.filter(
-            monitor_id__in=component_monitors,
-            period=Rollup.Period.HOUR,
-            bucket_start__gte=now - timedelta(hours=24),
-            latency_p50__isnull=False,
-        )
-        .values("bucket_start")
-        .annotate(total=Sum("latency_p50"), count=Count("id"))
-        .order_by("bucket_start")
-    )
+    per_hour: dict[datetime, list[float]] = defaultdict(list)
+    for monitor_id in component_monitors:
+        for hour, p50 in latencies.get(monitor_id, {}).items():
+            per_hour[hour].append(p50)
     return [
-        {"hour": row["bucket_start"].isoformat(), "ms": round(row["total"] / row["count"], 1)}
-        for row in rows
+        {"hour": hour.isoformat(), "ms": round(sum(values) / len(values), 1)}
+        for hour, values in sorted(per_hour.items())
     ]
 
 
@@ -233,7 +265,7 @@ def incident_dict(incident: PublicIncident) -> dict[str, Any]:
         "published_at": incident.published_at.isoformat() if incident.published_at else None,
         "components": [c.pk for c in incident.components.all()],
         "updates": [
-            {"status": u.status, "body": u.body, "created_at": u.created_at.isoformat()}
+            {"id": u.pk, "status": u.status, "body": u.body, "created_at": u.created_at.isoformat()}
             for u in incident.updates.all()
         ],
     }
@@ -347,7 +379,11 @@ def page_snapshot(page: StatusPage, now: datetime | None = None) -> dict[str, An
     today = now.astimezone(tz).date()
     days = [today - timedelta(days=n) for n in range(history - 1, -1, -1)]
     since = datetime.combine(days[0], datetime.min.time(), tzinfo=tz)
-    per_day = daily_uptime(sorted({m for ids in monitors.values() for m in ids}), tz, since)
+    monitor_ids = sorted({m for ids in monitors.values() for m in ids})
+    per_day = daily_uptime(monitor_ids, tz, since)
+    totals = window_totals(monitor_ids, now)
+    shown_latency = [m for c in components if c.show_response_time for m in monitors[c.pk]]
+    latencies = hourly_latencies(shown_latency, now) if shown_latency else {}
     incident_days = incidents_by_component_day(page, tz, since, now)
     incidents = [incident_dict(i) for i in public_incidents(page, now - RECENT_RESOLVED)]
     groups = {g.pk: {"id": g.pk, "name": g.name, "position": g.position} for g in page.groups.all()}
@@ -373,11 +409,11 @@ def page_snapshot(page: StatusPage, now: datetime | None = None) -> dict[str, An
                 "position": c.position,
                 "status": statuses[c.pk],
                 "show_uptime": c.show_uptime,
-                "uptime": window_uptimes(monitors[c.pk], now) if c.show_uptime else {},
+                "uptime": window_uptimes(monitors[c.pk], totals) if c.show_uptime else {},
                 "days": component_days(monitors[c.pk], per_day, days, incident_days.get(c.pk, {}))
                 if c.show_uptime
                 else [],
-                "response_times": response_times(monitors[c.pk], now)
+                "response_times": response_times(monitors[c.pk], latencies)
                 if c.show_response_time
                 else [],
             }
