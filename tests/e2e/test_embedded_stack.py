@@ -135,6 +135,14 @@ def test_it_runs_web_worker_and_beat_and_stops_on_ctrl_c(stack) -> None:
     assert components["broker"]["transport"] == "filesystem"
     assert components["database"]["vendor"] == "sqlite"
     assert log_in(base) == 200
+    # The demo status page, by host, shows the demo monitors as components.
+    port = base.rpartition(":")[2]
+    request = urllib.request.Request(f"{base}/", headers={"Host": f"status.localhost:{port}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        html = response.read().decode()
+    assert "Watchpost status" in html
+    assert "Web" in html and "Monitoring" in html
+    assert "Watchpost readiness" not in html  # monitor names stay private
 
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
     process.wait(timeout=60)
