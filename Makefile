@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/watchpost
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint format bench bench-pings clean
+.PHONY: run test lint format bench bench-pings bench-status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(VENV)/.installed
 # make bench-pings BENCH_ARGS="--web-concurrency 2 --web-threads 4 --duration 30"
 bench-pings: $(VENV)/.installed
 	$(BIN)/python bench/pings.py $(BENCH_ARGS)
+
+# The public status page (50 components) under gunicorn, from its cache and without (bench/README.md).
+# make bench-status BENCH_ARGS="--duration 10 --connections 32"
+bench-status: $(VENV)/.installed
+	$(BIN)/python bench/status_page.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles

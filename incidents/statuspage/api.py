@@ -22,8 +22,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from incidents.models import PublicIncident, StatusPage
+from incidents.statuspage.cache import cached_response
 from incidents.statuspage.derive import worst
-from incidents.statuspage.pages import cached, incident_url, page_for, page_url, snapshot_for
+from incidents.statuspage.pages import incident_url, page_for, page_url, snapshot_for
+from incidents.statuspage.views import site_id
 
 CACHE_CONTROL = "public, max-age=30"
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
@@ -70,23 +72,22 @@ def json_response(data: dict[str, Any]) -> JsonResponse:
 
 @cors
 def status(request: HttpRequest) -> HttpResponse:
-    page = page_for(request)
-
     def render() -> HttpResponse:
+        page = page_for(request)
         snapshot = snapshot_for(request, page)
         return json_response({"page": page_dict(page, snapshot), "status": snapshot["status"]})
 
-    return cached(request, page, "api:status", render)
+    # The page is looked up only on a miss: a hit makes no query.
+    return cached_response(request, site_id(request), "api:status", render)
 
 
 @cors
 def summary(request: HttpRequest) -> HttpResponse:
-    page = page_for(request)
-
     def render() -> HttpResponse:
+        page = page_for(request)
         return json_response(summary_of(page, snapshot_for(request, page)))
 
-    return cached(request, page, "api:summary", render)
+    return cached_response(request, site_id(request), "api:summary", render)
 
 
 # --- The documents ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -153,14 +154,27 @@ def uptime(ok: int, total: int) -> float | None:
 def daily_uptime(
     monitor_ids: list[int], tz: zoneinfo.ZoneInfo, since: datetime
 ) -> dict[tuple[int, date], tuple[int, int]]:
-    """(monitor, local day) → (good results, all results), from hourly rollups."""
+    """(monitor, local day) → (good results, all results).
+
+    From daily rollups when the page keeps TIME_ZONE's days (one row per day
+    instead of 24); otherwise from hourly rollups folded into the page's days.
+    """
+    good = Sum(F("ok") + F("warning"))
+    if getattr(tz, "key", None) == settings.TIME_ZONE:
+        days = Rollup.objects.filter(
+            monitor_id__in=monitor_ids, period=Rollup.Period.DAY, bucket_start__gte=since
+        ).values_list("monitor_id", "bucket_start", "ok", "warning", "total")
+        return {
+            (monitor_id, start.astimezone(tz).date()): (ok + warning, total)
+            for monitor_id, start, ok, warning, total in days
+        }
     rows = (
         Rollup.objects.filter(
             monitor_id__in=monitor_ids, period=Rollup.Period.HOUR, bucket_start__gte=since
         )
         .annotate(day=TruncDate("bucket_start", tzinfo=tz))
         .values("monitor_id", "day")
-        .annotate(good=Sum(F("ok") + F("warning")), total=Sum("total"))
+        .annotate(good=good, total=Sum("total"))
     )
     return {(row["monitor_id"], row["day"]): (row["good"] or 0, row["total"] or 0) for row in rows}
 
@@ -187,29 +201,39 @@ def component_days(
     return bars
 
 
+# Short windows from hourly rollups; long ones from daily rollups (a day at
+# the far edge counts whole or not at all, which moves a 30-day figure little).
+HOURLY_WINDOWS = ("24h", "7d")
+
+
 def window_totals(monitor_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
-    """monitor → window name → (good results, all results), in one query for every monitor."""
-    good = F("ok") + F("warning")
-    aggregates = {}
-    for name, span in UPTIME_WINDOWS.items():
-        recent = Q(bucket_start__gte=now - span)
-        aggregates[f"good_{name}"] = Sum(good, filter=recent)
-        aggregates[f"total_{name}"] = Sum("total", filter=recent)
-    rows = (
-        Rollup.objects.filter(
-            monitor_id__in=monitor_ids,
-            period=Rollup.Period.HOUR,
-            bucket_start__gte=now - max(UPTIME_WINDOWS.values()),
+    """monitor → window name → (good results, all results), two queries for every monitor."""
+    totals: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for period, names in (
+        (Rollup.Period.HOUR, HOURLY_WINDOWS),
+        (Rollup.Period.DAY, tuple(n for n in UPTIME_WINDOWS if n not in HOURLY_WINDOWS)),
+    ):
+        aggregates = {}
+        for name in names:
+            recent = Q(bucket_start__gte=now - UPTIME_WINDOWS[name])
+            aggregates[f"good_{name}"] = Sum(F("ok") + F("warning"), filter=recent)
+            aggregates[f"total_{name}"] = Sum("total", filter=recent)
+        rows = (
+            Rollup.objects.filter(
+                monitor_id__in=monitor_ids,
+                period=period,
+                bucket_start__gte=now - max(UPTIME_WINDOWS[n] for n in names),
+            )
+            .values("monitor_id")
+            .annotate(**aggregates)
         )
-        .values("monitor_id")
-        .annotate(**aggregates)
-    )
-    return {
-        row["monitor_id"]: {
-            name: (row[f"good_{name}"] or 0, row[f"total_{name}"] or 0) for name in UPTIME_WINDOWS
-        }
-        for row in rows
-    }
+        for row in rows:
+            for name in names:
+                totals[row["monitor_id"]][name] = (
+                    row[f"good_{name}"] or 0,
+                    row[f"total_{name}"] or 0,
+                )
+    return totals
 
 
 def window_uptimes(
@@ -217,7 +241,7 @@ def window_uptimes(
 ) -> dict[str, float | None]:
     result = {}
     for name in UPTIME_WINDOWS:
-        pairs = [totals[m][name] for m in component_monitors if m in totals]
+        pairs = [totals[m][name] for m in component_monitors if name in totals.get(m, {})]
         result[name] = uptime(sum(g for g, _ in pairs), sum(t for _, t in pairs))
     return result
 

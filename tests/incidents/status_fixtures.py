@@ -174,6 +174,14 @@ def history(monitors: list[Monitor], now: datetime) -> None:
                     total=1440, ok=1440 - failing, failing=failing,
                 )
             )  # fmt: skip
+            # The same day as the rollup job writes it (days in TIME_ZONE).
+            day_start = timezone.localtime(hour - timedelta(days=day)).replace(hour=0)
+            rows.append(
+                Rollup(
+                    monitor=monitor, period="day", bucket_start=day_start,
+                    total=1440, ok=1440 - failing, failing=failing,
+                )
+            )  # fmt: skip
         for back in range(24):
             rows.append(
                 Rollup(
@@ -199,6 +207,13 @@ def outage_scene(now: datetime | None = None, host: str = HOST) -> Scene:
         "connection refused by db-primary.internal (10.0.3.7)",
     )
     set_status(scene.monitors["prod-api-eu-1"], Monitor.Status.DOWN, "HTTP 503 from 10.0.3.7")
+    # They have been failing for the last hour.
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    Rollup.objects.filter(
+        monitor__in=[scene.monitors["webhook-relay-2"], scene.monitors["prod-api-eu-1"]],
+        period="hour",
+        bucket_start__gte=hour - timedelta(hours=1),
+    ).update(ok=0, failing=60)
     incident = PublicIncident.objects.create(
         page=scene.page,
         title="Delayed webhook deliveries and API errors",

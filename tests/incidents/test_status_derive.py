@@ -177,3 +177,30 @@ def test_public_maintenance_is_listed_as_upcoming_in_progress_or_completed(
     assert [m["title"] for m in snap["completed"]] == ["past"]
     assert [m["title"] for m in snap["in_progress"]] == ["now"]
     assert [m["title"] for m in snap["upcoming"]] == ["soon"]
+
+
+def test_a_page_in_the_servers_timezone_reads_daily_rollups(settings) -> None:
+    page = StatusPage.objects.create(title="UTC page", host="status.utc.test", timezone="UTC")
+    assert settings.TIME_ZONE == "UTC"
+    api = monitor("api", status="up")
+    component(page, "API", api)
+    Rollup.objects.create(
+        monitor=api,
+        period="day",
+        bucket_start=datetime(2026, 11, 20, tzinfo=UTC),
+        total=1000,
+        ok=990,
+        failing=10,
+    )
+    Rollup.objects.create(
+        monitor=api,
+        period="day",
+        bucket_start=datetime(2026, 11, 1, tzinfo=UTC),
+        total=1000,
+        ok=1000,
+    )
+    with time_machine.travel(NOW, tick=False):
+        snap = page_snapshot(page)
+    days = {d["date"]: d["uptime"] for d in snap["components"][0]["days"]}
+    assert days["2026-11-20"] == 99.0
+    assert snap["components"][0]["uptime"]["30d"] == 99.5

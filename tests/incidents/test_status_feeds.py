@@ -333,6 +333,12 @@ def test_the_uptime_badge_reads_the_window(page: StatusPage) -> None:
         monitor=api_monitor, period="hour", bucket_start=NOW - timedelta(days=20),
         total=10_000, ok=9_000, failing=1_000,
     )  # fmt: skip
+    # The days those hours fall in, as the rollup job writes them (long windows read days).
+    for hours, ok in (((NOW - timedelta(hours=2)), 9_995), (NOW - timedelta(days=20), 9_000)):
+        Rollup.objects.create(
+            monitor=api_monitor, period="day", bucket_start=hours.replace(hour=0, minute=0),
+            total=10_000, ok=ok, failing=10_000 - ok,
+        )  # fmt: skip
     with time_machine.travel(NOW, tick=False):
         _, day = badge(f"/badge/{api.pk}/uptime.svg?window=24h")
         _, month = badge(f"/badge/{api.pk}/uptime.svg")  # 30 days by default
