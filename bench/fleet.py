@@ -13,6 +13,11 @@ to store. Everything it starts is stopped at the end, also on Ctrl-C.
     .venv/bin/python bench/fleet.py [--monitors 10000] [--interval 30] [--warmup 60] [--window 600]
     .venv/bin/python bench/fleet.py --smoke   # ~30 s; exits non-zero if nothing landed
 
+`--design periodic-task` runs the design Watchpost rejected instead (one
+django-celery-beat PeriodicTask per monitor, bench/periodic_probe.py);
+`--design dispatcher --design periodic-task --monitors 1000,10000` runs every
+combination one after another and prints them side by side.
+
 Prints a table and writes bench/results/fleet-<timestamp>.json (or --output).
 """
 
@@ -58,6 +63,7 @@ LATE_MS = 250.0
 # The bench's monitors; the app may add monitors of its own (e.g. of Watchpost itself).
 OURS = "m.kind = 'http' AND m.name LIKE 'fleet %%'"
 MAX_CPU_PER_1000 = 1.0
+DESIGNS = ("dispatcher", "periodic-task")
 WATCHPOST_GROUPS = ("beat", "dispatcher", "probe workers")
 GROUPS = (*WATCHPOST_GROUPS, "postgres", "postgres (bench db)", "redis", "target farm")
 # Stack processes may log these only if something went wrong.
@@ -258,6 +264,8 @@ def stack_env(place: Place, data_dir: Path, probe_async: int | None, extra: list
         "WATCHPOST_DATA_DIR": str(data_dir),
         "SECRET_KEY": secrets.token_urlsafe(40),
         "LOG_LEVEL": "INFO",
+        # bench/periodic_probe.py, for --design periodic-task
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")])),
     }
     if probe_async is not None:
         env["PROBE_CONCURRENCY"] = str(probe_async)
@@ -364,6 +372,49 @@ def seed_monitors(count: int, interval: int, timeout: float, base_url: str) -> N
     ]
     monitors[0].full_clean()  # the bench must not measure monitors the admin would refuse
     Monitor.objects.bulk_create(monitors, batch_size=2000)
+
+
+def prepare_schedule(design: str, interval: int) -> None:
+    """Beat's schedule for the design: the dispatcher's tick, or one entry per monitor.
+
+    Either way the other design's entries go: a run stopped half-way must not
+    leave ten thousand entries (or a disabled tick) to the next one.
+    """
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+    from periodic_probe import TASK
+
+    from checks.models import Monitor, next_slot
+
+    PeriodicTask.objects.filter(task=TASK).delete()
+    periodic = design == "periodic-task"
+    PeriodicTask.objects.filter(task="checks.tasks.dispatch_due").update(enabled=not periodic)
+    if periodic:
+        every, _ = IntervalSchedule.objects.get_or_create(
+            every=interval, period=IntervalSchedule.SECONDS
+        )
+        # Each entry starts on its monitor's slot, as the dispatcher would
+        # probe it, after the stack has had time to start.
+        start = timezone.now() + timedelta(seconds=15)
+        PeriodicTask.objects.bulk_create(
+            [
+                PeriodicTask(
+                    name=f"fleet probe {name}",
+                    task=TASK,
+                    interval=every,
+                    args=json.dumps([monitor_id, interval]),
+                    queue="probes",
+                    start_time=next_slot(monitor_id, interval, start),
+                    # Like a dispatcher batch: stale after one interval.
+                    expire_seconds=interval,
+                )
+                for monitor_id, name in Monitor.objects.filter(name__startswith="fleet ")
+                .order_by("id")
+                .values_list("id", "name")
+            ],
+            batch_size=2000,
+        )
+    PeriodicTasks.update_changed()  # bulk writes send no signal: tell beat to reload
 
 
 def query(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -477,6 +528,8 @@ def start_stack(stack: Stack, args: argparse.Namespace) -> None:
     for n in range(1, args.probe_workers + 1):
         cmd = [*celery, "worker", "-Q", "probes", "-c", str(args.probe_concurrency)]
         cmd += ["-n", f"fleet-probes-{n}@%h", "--loglevel", "INFO"]
+        if args.design == "periodic-task":
+            cmd += ["--include", "periodic_probe"]  # the rejected design's task (bench/)
         stack.start(f"probe-worker-{n}", "probe workers", cmd)
     cmd = [*celery, "worker", "-Q", "dispatch,default", "-c", "1"]
     stack.start("dispatcher", "dispatcher", [*cmd, "-n", "fleet-dispatch@%h", "--loglevel", "INFO"])
@@ -808,14 +861,85 @@ def report_probes(result: dict[str, Any]) -> None:
         print("NOTE            autovacuum is off on this server: the hot tables only bloat")
 
 
+COMPARE_HOW_TO_READ = f"""\
+How to read this: each row is one run of the whole stack, one after another on
+this machine (each run's own figures are printed above it). The dispatcher
+design is Watchpost's: beat fires one tick a second and a dispatcher claims due
+monitors in batches. periodic-task is the design DESIGN.md rejects: one
+django-celery-beat entry per monitor, firing a task that probes that monitor
+(bench/periodic_probe.py, through the same services). Its slots are the same
+grids; a run beat sends late is late, one later than an interval misses its
+slot. Compare beat's cores and each design's CPU per 1,000 probes, missed and
+late checks (> {LATE_MS:g} ms) and lag, within the table; the machine's load
+changes between rows, so read each row's "busy" with it."""
+
+
+def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Print the runs side by side; returns what the JSON holds."""
+    rows = []
+    for result in results:
+        probes, lag, cpu = result["probes"], result["lag_ms"], result["cpu"]
+        groups = cpu["groups"]
+        rows.append(
+            {
+                "design": result["params"]["design"],
+                "monitors": result["params"]["monitors"],
+                "expected_per_s": probes["expected_per_s"],
+                "achieved_per_s": probes["achieved_per_s"],
+                "missed": probes["missed"],
+                "late": probes["late"],
+                "lag_p50_ms": lag["p50"],
+                "lag_p99_ms": lag["p99"],
+                "beat_cores": groups["beat"]["cores"],
+                "cpu_s_per_1000_probes": {
+                    **{group: groups[group]["per_1000_probes"] for group in WATCHPOST_GROUPS},
+                    "Watchpost": cpu["watchpost"]["per_1000_probes"],
+                    "postgres (bench db)": groups["postgres (bench db)"]["per_1000_probes"],
+                },
+                "machine_busy_cores": cpu["machine_busy_cores"],
+            }
+        )
+    print("\nside by side (CPU in CPU-seconds per 1,000 probes)\n")
+    print_table(
+        ["design", "monitors", "expected/s", "achieved/s", "missed", "late", "lag p50 ms",
+         "lag p99 ms", "beat cores", "beat", "dispatcher", "probe workers", "Watchpost",
+         "pg (bench db)", "busy"],
+        [
+            [
+                row["design"], row["monitors"], row["expected_per_s"], row["achieved_per_s"],
+                row["missed"], row["late"], row["lag_p50_ms"], row["lag_p99_ms"],
+                row["beat_cores"], *row["cpu_s_per_1000_probes"].values(),
+                row["machine_busy_cores"],
+            ]
+            for row in rows
+        ],
+    )  # fmt: skip
+    print()
+    print(COMPARE_HOW_TO_READ)
+    return {"comparison": rows, "runs": results}
+
+
 # --- Main -------------------------------------------------------------------------------
+
+
+def sizes(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or counts like 1000,10000, got {text!r}"
+        )
+    return counts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The real stack probing a fleet on loopback.")
     add = parser.add_argument
     add("--smoke", action="store_true", help="~30 s run: 200 monitors at 10 s, 10 s + 20 s")
-    add("--monitors", type=int, help="HTTP monitors (default 10000; smoke 200)")
+    add("--monitors", type=sizes, help="HTTP monitors, or several: 1000,10000 (default 10000)")
+    add("--design", action="append", choices=DESIGNS, help="repeatable (default dispatcher)")
     add("--interval", type=int, help="seconds between checks (default 30; smoke 10)")
     add("--warmup", type=float, help="seconds after the first result (default 60; smoke 10)")
     add("--window", type=float, help="measured seconds (default 600; smoke 20)")
@@ -828,7 +952,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--output", type=Path, help="JSON path (default bench/results/fleet-<timestamp>.json)")
     add("--keep-logs", action="store_true", help="keep the stack's logs (kept anyway on failure)")
     args = parser.parse_args(argv)
-    defaults = (200, 10, 10.0, 20.0, 4) if args.smoke else (10_000, 30, 60.0, 600.0, 12)
+    args.design = list(dict.fromkeys(args.design or ["dispatcher"]))
+    defaults = ([200], 10, 10.0, 20.0, 4) if args.smoke else ([10_000], 30, 60.0, 600.0, 12)
     for name, value in zip(
         ("monitors", "interval", "warmup", "window", "probe_concurrency"), defaults, strict=True
     ):
@@ -845,6 +970,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
+    """One design at one fleet size (args.design, args.monitors): start, warm up, measure."""
+    logs.mkdir(parents=True, exist_ok=True)
     env = stack_env(place, logs / "data", args.probe_async, args.env)
     prepare_database(place, env)
     redis_pid = flush_redis(place)
@@ -852,8 +979,9 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     stack = Stack(logs, env)
     try:
         base_url, farm = start_farm(stack, args.farm_processes)
-        print(f"targets: {farm} at {base_url}")
+        print(f"{args.design}, {args.monitors:,} monitors; targets: {farm} at {base_url}")
         seed_monitors(args.monitors, args.interval, args.timeout, base_url)
+        prepare_schedule(args.design, args.interval)
         start_stack(stack, args)
         first = wait_first_result(stack, 120)
         print(f"stack up, first result after {first:.1f} s; warming up {args.warmup:g} s")
@@ -874,6 +1002,8 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         stack.stop()
         with contextlib.suppress(SystemExit):
             flush_redis(place)  # leave no queued batches or cache keys behind
+        prepare_schedule("dispatcher", args.interval)  # the schedule as migrations left it
+        close_db()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, interrupted)
     result["window"] = {
@@ -899,27 +1029,28 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="watchpost-fleet-"))
     ok = False
     try:
+        results = []
         with exclusive(place, wait=900):
-            result = run(args, place, logs)
-        result["params"] = {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-        }
-        result["params"]["database"] = place.database
-        result["params"]["redis_dbs"] = {"broker": place.broker_db, "cache": place.cache_db}
-        result["host"] = host_info()
-        result["targets"] = targets(result)
-        report(result)
+            for design, monitors in [(d, n) for n in args.monitors for d in args.design]:
+                one = argparse.Namespace(**vars(args) | {"design": design, "monitors": monitors})
+                result = run(one, place, logs / f"{design}-{monitors}")
+                result["params"] = {
+                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(one).items()
+                }
+                result["params"]["database"] = place.database
+                result["params"]["redis_dbs"] = {"broker": place.broker_db, "cache": place.cache_db}
+                result["host"] = host_info()
+                result["targets"] = targets(result)
+                report(result)
+                results.append(result)
+        output = results[0] if len(results) == 1 else comparison(results)
         if args.output:
             path = args.output
-            path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            path.write_text(json.dumps(output, indent=2, default=str) + "\n")
         else:
-            path = write_results("fleet", result)
+            path = write_results("fleet", output)
         print(f"\nwritten to {path}")
-        ok = result["probes"]["achieved"] > 0 and not result["trouble"]
-        if not result["probes"]["achieved"]:
-            print("FAILED: no probe landed in the window")
-        elif result["trouble"]:
-            print("FAILED: the stack logged errors (LOG lines above)")
+        ok = all(run_ok(result) for result in results)
     except Crashed as exc:
         print(f"CRASHED: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -931,6 +1062,18 @@ def main() -> int:
         else:
             print(f"logs: {logs}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def run_ok(result: dict[str, Any]) -> bool:
+    """Probes landed, and the stack logged no error (the rejected design may: it is the finding)."""
+    name = f"{result['params']['design']}, {result['params']['monitors']:,} monitors"
+    if not result["probes"]["achieved"]:
+        print(f"FAILED: no probe landed in the window ({name})")
+        return False
+    if result["trouble"] and result["params"]["design"] == "dispatcher":
+        print(f"FAILED: the stack logged errors (LOG lines above; {name})")
+        return False
+    return True
 
 
 if __name__ == "__main__":

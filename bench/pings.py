@@ -8,7 +8,12 @@ loopback port, and drives `/ping/<key>` over every key with wrk (Debian's
 against wrk's 2xx answers and reports pings/s, latency p50/p99, CPU-seconds per
 1,000 pings of gunicorn, PostgreSQL and Redis, and PASS/FAIL against the target.
 
-    make bench-pings BENCH_ARGS="--web-concurrency 2 --web-threads 4"
+With several `--mix WORKERSxTHREADS` (gunicorn processes x threads each) and
+`--rounds N`, it measures the mixes one after another in a rotated order, N
+times, and reports each mix's medians side by side.
+
+    make bench-pings                                  # the production defaults
+    make bench-pings BENCH_ARGS="--mix 2x4 --mix 4x2 --rounds 3"
     .venv/bin/python bench/pings.py [--duration 30] [--wrk-threads 2] [--connections 32]
 
 Prints the figures and writes bench/results/pings-<timestamp>.json (or --output).
@@ -21,13 +26,16 @@ import contextlib
 import json
 import os
 import re
+import runpy
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,6 +144,34 @@ def find_wrk() -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Mix:
+    """gunicorn's worker processes and threads per process."""
+
+    workers: int
+    threads: int
+
+    def __str__(self) -> str:
+        return f"{self.workers}x{self.threads}"
+
+    @classmethod
+    def parse(cls, text: str) -> Mix:
+        workers, _, threads = text.lower().partition("x")
+        if not (workers.isdigit() and threads.isdigit() and int(workers) and int(threads)):
+            raise argparse.ArgumentTypeError(f"expected WORKERSxTHREADS such as 2x4, got {text!r}")
+        return cls(int(workers), int(threads))
+
+
+def production_mix() -> Mix:
+    """What monitorsite/gunicorn.conf.py starts when WEB_CONCURRENCY and WEB_THREADS are unset."""
+    saved = {name: os.environ.pop(name, None) for name in ("WEB_CONCURRENCY", "WEB_THREADS")}
+    try:
+        conf = runpy.run_path(str(REPO_DIR / "monitorsite" / "gunicorn.conf.py"))
+    finally:
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
+    return Mix(int(conf["workers"]), int(conf["threads"]))
+
+
 def seed_monitors(count: int) -> list[str]:
     from checks.models import Monitor
 
@@ -168,10 +204,10 @@ def collectstatic(env: dict[str, str]) -> None:
     )
 
 
-def start_gunicorn(stack: Stack, port: int) -> int:
+def start_gunicorn(stack: Stack, port: int, name: str) -> int:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     cmd = [gunicorn, "monitorsite.wsgi", "--config", "monitorsite/gunicorn.conf.py"]
-    proc = stack.start("gunicorn", "gunicorn", cmd)
+    proc = stack.start(name, "gunicorn", cmd)
     wait_port(port, stack, 30)
     return proc.pid
 
@@ -225,12 +261,11 @@ def stop(stack: Stack) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def figures(load: dict[str, Any], recorded: int, args: argparse.Namespace) -> dict[str, Any]:
+def figures(load: dict[str, Any], recorded: int) -> dict[str, Any]:
     w = load["wrk"]
     seconds = w["duration_us"] / 1e6
     ok = w["ok"]
     per_s = ok / seconds if seconds else 0.0
-    p50, p99 = w["p50_us"] / 1000, w["p99_us"] / 1000
     socket_errors = w["connect"] + w["read"] + w["write"] + w["timeout"]
     cpu = {
         group: {
@@ -240,12 +275,6 @@ def figures(load: dict[str, Any], recorded: int, args: argparse.Namespace) -> di
         }
         for group, value in load["cpu"].items()
     }
-    checks = [
-        (f"pings/s >= {TARGET_PER_S:,.0f}", per_s, per_s >= TARGET_PER_S),
-        ("every answered ping recorded (rows >= 2xx)", f"{recorded:,} / {ok:,}", recorded >= ok),
-        ("no non-2xx answers", w["other"], w["other"] == 0),
-        (f"p99 < {TARGET_P99_MS:g} ms", p99, p99 < TARGET_P99_MS),
-    ]
     return {
         "pings": {
             "answered_2xx": ok,
@@ -258,43 +287,89 @@ def figures(load: dict[str, Any], recorded: int, args: argparse.Namespace) -> di
             "per_s": per_s,
         },
         "latency_ms": {
-            "p50": p50,
+            "p50": w["p50_us"] / 1000,
             "p90": w["p90_us"] / 1000,
-            "p99": p99,
+            "p99": w["p99_us"] / 1000,
             "max": w["max_us"] / 1000,
             "mean": w["mean_us"] / 1000,
         },
         "cpu": cpu,
         "machine_busy_cores": load["busy_cores"],
-        "targets": [{"target": t, "value": v, "pass": ok_} for t, v, ok_ in checks],
-        "pass": all(ok_ for *_, ok_ in checks),
         "wrk": w,
         "wrk_output": load["wrk_output"],
     }
 
 
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mix's medians over its rounds, and its targets (every round must record every ping)."""
+
+    def median(get: Any) -> float:
+        values = [v for v in map(get, runs) if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    per_s = median(lambda r: r["pings"]["per_s"])
+    p99 = median(lambda r: r["latency_ms"]["p99"])
+    lost = max(-r["pings"]["recorded_minus_2xx"] for r in runs)
+    other = sum(r["pings"]["non_2xx"] for r in runs)
+    checks = [
+        (f"pings/s >= {TARGET_PER_S:,.0f}", per_s, per_s >= TARGET_PER_S),
+        ("every answered ping recorded (most lost in a round)", max(lost, 0), lost <= 0),
+        ("no non-2xx answers", other, other == 0),
+        (f"p99 < {TARGET_P99_MS:g} ms", p99, p99 < TARGET_P99_MS),
+    ]
+    return {
+        "rounds": len(runs),
+        "per_s": per_s,
+        "latency_ms": {p: median(lambda r, p=p: r["latency_ms"][p]) for p in ("p50", "p99")},
+        "cpu_ms_per_ping": {
+            group: median(lambda r, g=group: r["cpu"][g]["per_1000_pings"])
+            for group in runs[0]["cpu"]
+        },
+        "recorded_minus_2xx": [r["pings"]["recorded_minus_2xx"] for r in runs],
+        "machine_busy_cores": median(lambda r: r["machine_busy_cores"]),
+        "targets": [{"target": t, "value": v, "pass": ok_} for t, v, ok_ in checks],
+        "pass": all(ok_ for *_, ok_ in checks),
+    }
+
+
 def report(result: dict[str, Any]) -> None:
-    p, lat, params = result["pings"], result["latency_ms"], result["params"]
+    params = result["params"]
     print(
-        f"\npings: {params['monitors']:,} heartbeat monitors; gunicorn WEB_CONCURRENCY "
-        f"{params['web_concurrency']} x WEB_THREADS {params['web_threads']} (gthread); wrk "
-        f"-t{params['wrk_threads']} -c{params['connections']} for {fmt(p['seconds'])} s; "
-        f"machine busy {fmt(result['machine_busy_cores'])} of {result['host']['cpus']} cores, "
-        f"load {result['host']['loadavg_1_5_15']}\n"
+        f"\npings: {params['monitors']:,} heartbeat monitors; gunicorn gthread (production "
+        f"default {params['production_mix']}); wrk -t{params['wrk_threads']} "
+        f"-c{params['connections']} for {fmt(params['duration'])} s per run, "
+        f"{params['rounds']} round(s); load {result['host']['loadavg_1_5_15']} on "
+        f"{result['host']['cpus']} cores\n"
     )
-    print(
-        f"pings/s         {fmt(p['per_s'])}  ({p['answered_2xx']:,} answered 2xx, "
-        f"{p['non_2xx']:,} non-2xx, {p['socket_errors']:,} socket errors)\n"
-        f"recorded        {p['recorded']:,} Ping rows ({p['recorded_minus_2xx']:+,} vs 2xx)\n"
-        f"latency ms      p50 {fmt(lat['p50'])}  p90 {fmt(lat['p90'])}  p99 {fmt(lat['p99'])}"
-        f"  max {fmt(lat['max'])}\n"
-    )
-    rows = [[g, v["cpu_s"], v["per_1000_pings"], v["cores"]] for g, v in result["cpu"].items()]
-    print_table(["group", "CPU s", "CPU s/1k pings", "cores"], rows)
+    for run in result["runs"]:
+        p, lat = run["pings"], run["latency_ms"]
+        print(
+            f"round {run['round']} {run['mix']:>5}: {fmt(p['per_s'])} pings/s "
+            f"({p['answered_2xx']:,} 2xx, {p['non_2xx']:,} non-2xx, {p['socket_errors']:,} "
+            f"socket errors), recorded {p['recorded_minus_2xx']:+,} vs 2xx, p50 "
+            f"{fmt(lat['p50'])} p99 {fmt(lat['p99'])} max {fmt(lat['max'])} ms, machine busy "
+            f"{fmt(run['machine_busy_cores'])}"
+        )
     print()
-    for t in result["targets"]:
-        print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {fmt(t['value'])}")
-    print(f"{'PASS' if result['pass'] else 'FAIL'}  overall")
+    groups = list(next(iter(result["mixes"].values()))["cpu_ms_per_ping"])
+    rows = [
+        [
+            name,
+            mix["per_s"],
+            mix["latency_ms"]["p50"],
+            mix["latency_ms"]["p99"],
+            *(mix["cpu_ms_per_ping"][g] for g in groups),
+            mix["machine_busy_cores"],
+        ]
+        for name, mix in result["mixes"].items()
+    ]
+    print("medians per mix (gunicorn processes x threads); CPU in ms per ping")
+    print_table(["mix", "pings/s", "p50 ms", "p99 ms", *groups, "busy cores"], rows)
+    print()
+    for name, mix in result["mixes"].items():
+        for t in mix["targets"]:
+            print(f"{'PASS' if t['pass'] else 'FAIL'}  {name:>5}  {t['target']}: {fmt(t['value'])}")
+        print(f"{'PASS' if mix['pass'] else 'FAIL'}  {name:>5}  overall")
     for line in result["trouble"][:10]:
         print(f"LOG   {line}")
     print()
@@ -306,31 +381,79 @@ def report(result: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Heartbeat ping throughput under gunicorn.")
     add = parser.add_argument
-    add("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    add("--duration", type=float, default=30.0, help="seconds of load per run (default 30)")
     add("--monitors", type=int, default=1000, help="heartbeat monitors (default 1000)")
-    add("--web-concurrency", type=int, default=2, help="gunicorn workers (default 2)")
-    add("--web-threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
+    add("--mix", type=Mix.parse, action="append", default=[], metavar="WxT",
+        help="gunicorn processes x threads, repeatable (default: gunicorn.conf.py's)")  # fmt: skip
+    add("--web-concurrency", type=int, help="gunicorn workers (with --web-threads: one --mix)")
+    add("--web-threads", type=int, help="threads per gunicorn worker")
+    add("--rounds", type=int, default=1, help="times each mix is measured, rotated (default 1)")
     add("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     add("--connections", type=int, default=32, help="wrk connections (default 32)")
     add("--output", type=Path, help="JSON path (default bench/results/pings-<timestamp>.json)")
-    add("--keep-logs", action="store_true", help="keep gunicorn's log (kept anyway on failure)")
+    add("--keep-logs", action="store_true", help="keep gunicorn's logs (kept anyway on failure)")
     args = parser.parse_args(argv)
     if args.connections < args.wrk_threads or args.duration < 1 or args.monitors < 1:
         parser.error("need --connections >= --wrk-threads, --duration >= 1, --monitors >= 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.production_mix = production_mix()
+    if args.web_concurrency or args.web_threads:
+        args.mix.append(
+            Mix(
+                args.web_concurrency or args.production_mix.workers,
+                args.web_threads or args.production_mix.threads,
+            )
+        )
+    args.mix = list(dict.fromkeys(args.mix)) or [args.production_mix]
     return args
 
 
-def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+@dataclass
+class Setup:
+    """What every run shares: the stack's environment, the keys and wrk's script."""
+
+    logs: Path
+    env: dict[str, str]
+    keys: list[str]
+    script: Path
+    redis_pid: int
+
+
+def run_mix(args: argparse.Namespace, setup: Setup, mix: Mix, name: str) -> dict[str, Any]:
+    """Start gunicorn with `mix`, load it with wrk, stop it, count what it stored."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE checks_ping")  # every run starts from the same table
     port = free_port()
-    env = stack_env(PLACE, logs / "data", None, [])
-    env |= {
-        "DEBUG": "false",
-        "SECRET_KEY": SECRET_KEY,
-        "PING_RATE_LIMIT": str(RATE_LIMIT),
+    env = setup.env | {
         "WATCHPOST_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(args.web_concurrency),
-        "WEB_THREADS": str(args.web_threads),
+        "WEB_CONCURRENCY": str(mix.workers),
+        "WEB_THREADS": str(mix.threads),
     }
+    stack = Stack(setup.logs, env)
+    try:
+        gunicorn = start_gunicorn(stack, port, name)
+        first_ping(port, setup.keys[0], stack)
+        roots = {"gunicorn": [gunicorn], "postgres": [postmaster_pid()], "redis": [setup.redis_pid]}
+        sampler = Sampler(roots, roots["postgres"][0], PLACE.database)
+        before = ping_rows()
+        connection.close()  # the bench's own backend stays out of the measured CPU
+        load = run_wrk(args, port, setup.script, sampler)
+        stack.check_alive()
+    finally:
+        log_size = stack.procs[0].log.stat().st_size if stack.procs else 0
+        stop(stack)
+    result = figures(load, ping_rows() - before)
+    text = stack.procs[0].log.read_bytes()[:log_size].decode(errors="replace")
+    result["trouble"] = [f"{name}: {line}" for line in text.splitlines() if TROUBLE.search(line)]
+    return result
+
+
+def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    env = stack_env(PLACE, logs / "data", None, [])
+    env |= {"DEBUG": "false", "SECRET_KEY": SECRET_KEY, "PING_RATE_LIMIT": str(RATE_LIMIT)}
     find_wrk()
     print(
         f"preparing {PLACE.database} (Redis dbs {PLACE.cache_db} cache, {PLACE.broker_db} broker)"
@@ -342,28 +465,22 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     keys = seed_monitors(args.monitors)
     script = logs / "pings.lua"
     script.write_text(WRK_LUA % {"keys": ", ".join(f'"{k}"' for k in keys)})
-    stack = Stack(logs, env)
+    setup = Setup(logs, env, keys, script, redis_pid)
+    runs = []
     try:
-        gunicorn = start_gunicorn(stack, port)
-        first_ping(port, keys[0], stack)
-        roots = {"gunicorn": [gunicorn], "postgres": [postmaster_pid()], "redis": [redis_pid]}
-        sampler = Sampler(roots, roots["postgres"][0], PLACE.database)
-        before = ping_rows()
-        from django.db import connection
-
-        connection.close()  # the bench's own backend stays out of the measured CPU
-        load = run_wrk(args, port, script, sampler)
-        stack.check_alive()
+        for n in range(args.rounds):
+            shift = n % len(args.mix)
+            for mix in args.mix[shift:] + args.mix[:shift]:
+                name = f"gunicorn-{mix}-round{n + 1}"
+                print(f"round {n + 1}: gunicorn {mix} ({mix.workers} processes x {mix.threads} "
+                      "threads)")  # fmt: skip
+                runs.append(run_mix(args, setup, mix, name) | {"mix": str(mix), "round": n + 1})
     finally:
-        log_size = stack.procs[0].log.stat().st_size if stack.procs else 0
-        stop(stack)
         with contextlib.suppress(SystemExit):
             flush_redis(PLACE)
-    recorded = ping_rows() - before
-    result = figures(load, recorded, args)
-    text = stack.procs[0].log.read_bytes()[:log_size].decode(errors="replace")
-    result["trouble"] = [line for line in text.splitlines() if TROUBLE.search(line)]
-    return result
+    mixes = {str(mix): summary([r for r in runs if r["mix"] == str(mix)]) for mix in args.mix}
+    trouble = [line for r in runs for line in r.pop("trouble")]
+    return {"runs": runs, "mixes": mixes, "trouble": trouble}
 
 
 def main() -> int:
@@ -375,8 +492,11 @@ def main() -> int:
     try:
         with exclusive(PLACE, wait=300):
             result = run(args, logs)
-        result["params"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        result["params"] = {
+            k: str(v) if isinstance(v, Path | Mix) else v for k, v in vars(args).items()
+        }
         result["params"] |= {
+            "mix": [str(mix) for mix in args.mix],
             "database": PLACE.database,
             "redis_dbs": {"cache": PLACE.cache_db, "broker": PLACE.broker_db},
             "ping_rate_limit": RATE_LIMIT,
@@ -390,9 +510,10 @@ def main() -> int:
         else:
             path = write_results("pings", result)
         print(f"\nwritten to {path}")
-        ok = result["pings"]["answered_2xx"] > 0 and not result["trouble"]
+        answered = all(r["pings"]["answered_2xx"] > 0 for r in result["runs"])
+        ok = answered and not result["trouble"]
         if not ok:
-            print("FAILED: no ping answered, or gunicorn logged errors (LOG lines above)")
+            print("FAILED: a run answered no ping, or gunicorn logged errors (LOG lines above)")
     except Crashed as exc:
         print(f"CRASHED: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

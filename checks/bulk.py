@@ -35,7 +35,49 @@ def bound_cursor() -> Iterator[Any]:
 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
+        # Logged like Django's own queries under DEBUG and in tests that count them.
+        yield connection.make_debug_cursor(cursor) if connection.queries_logged else cursor
+
+
+def in_ids(column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """SQL for "`column` is one of `ids`" and its parameters (ids must not be empty).
+
+    On PostgreSQL the ids go as one binary array, so the statement's text is
+    the same for any number of them and the driver parses it once (psycopg
+    caches short statements only); elsewhere an IN list.
+    """
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%b)", [[int(i) for i in ids]]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+# Arrays go to PostgreSQL in binary (`%b`): psycopg dumps a text array element
+# by element in Python, 3-7 times slower (a timestamp: 7 µs as text, 1 µs in
+# binary). A binary array must hold one Python type, hence float() below.
+#
+# Field types whose values psycopg binds as they are: Django's preparation of
+# them, one call per value, was most of update_rows' CPU. Datetimes must be
+# aware, as everything Watchpost computes is.
+BOUND_AS_IS = {
+    "AutoField", "BigAutoField", "BigIntegerField", "BooleanField", "CharField", "DateTimeField",
+    "ForeignKey", "IntegerField", "PositiveBigIntegerField", "PositiveIntegerField",
+    "PositiveSmallIntegerField", "SmallIntegerField", "TextField",
+}  # fmt: skip
+
+
+def prepared_column(field: models.Field, values: Sequence[Any]) -> list[Any]:
+    """One column's values as PostgreSQL gets them in a binary array."""
+    kind = field.get_internal_type()
+    if kind in BOUND_AS_IS:
+        return list(values)
+    if kind == "FloatField":
+        return floats(values)
+    return [field.get_db_prep_save(value, connection) for value in values]
+
+
+def floats(values: Sequence[Any]) -> list[float | None]:
+    """A binary array must hold one Python type: a latency of 3 ms may come as the int 3."""
+    return [None if value is None else float(value) for value in values]
 
 
 def update_rows(
@@ -47,23 +89,18 @@ def update_rows(
     meta = model._meta
     pk = meta.pk
     columns = [meta.get_field(name) for name in fields]
-    prepared = [
-        [pk.get_db_prep_save(row[0], connection)]
-        + [
-            field.get_db_prep_save(value, connection)
-            for field, value in zip(columns, row[1:], strict=True)
-        ]
-        for row in rows
-    ]
     table = connection.ops.quote_name(meta.db_table)
     quote = connection.ops.quote_name
     with bound_cursor() as cursor:
         if connection.vendor == "postgresql":
             names = [pk.column] + [field.column for field in columns]
             types = [pk.rel_db_type(connection)] + [field.db_type(connection) for field in columns]
-            arrays = [list(values) for values in zip(*prepared, strict=True)]
+            arrays = [
+                prepared_column(field, values)
+                for field, values in zip([pk, *columns], zip(*rows, strict=True), strict=True)
+            ]
             assignments = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in names[1:])
-            unnest = ", ".join(f"%s::{kind}[]" for kind in types)
+            unnest = ", ".join(f"%b::{kind}[]" for kind in types)
             aliases = ", ".join(quote(c) for c in names)
             cursor.execute(
                 f"UPDATE {table} AS t SET {assignments} FROM unnest({unnest}) "  # noqa: S608
@@ -71,6 +108,13 @@ def update_rows(
                 arrays,
             )
         else:
+            prepared = [
+                [
+                    field.get_db_prep_save(value, connection)
+                    for field, value in zip([pk, *columns], row, strict=True)
+                ]
+                for row in rows
+            ]
             assignments = ", ".join(f"{quote(field.column)} = %s" for field in columns)
             cursor.executemany(
                 f"UPDATE {table} SET {assignments} WHERE {quote(pk.column)} = %s",  # noqa: S608

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from checks.bulk import update_rows
+from checks.bulk import bound_cursor, in_ids, update_rows
 from checks.models import Monitor, Region, next_slot
 
 logger = logging.getLogger(__name__)
@@ -76,21 +76,34 @@ def claim_due(now: datetime, limit: int) -> list[Claimed]:
 
 def batches(claimed: list[Claimed], size: int) -> dict[tuple[str, str], list[list[Claimed]]]:
     """Group claims by (region queue, kind), in batches of at most `size`, slots in order."""
-    default = Region.default()
-    regions_of: dict[int, list[Region]] = defaultdict(list)
-    through = Monitor.regions.through.objects.filter(
-        monitor_id__in=[c.monitor_id for c in claimed]
-    ).select_related("region")
-    for link in through:
-        regions_of[link.monitor_id].append(link.region)
+    default = Region.default().name
+    regions_of: dict[int, list[str]] = defaultdict(list)
+    for monitor_id, region in configured_regions([c.monitor_id for c in claimed]):
+        regions_of[monitor_id].append(region)
     groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
     for claim in claimed:
         for region in regions_of.get(claim.monitor_id) or [default]:
-            groups[(region.name, claim.kind)].append(claim)
+            groups[(region, claim.kind)].append(claim)
     return {
         key: [items[i : i + size] for i in range(0, len(items), size)]
         for key, items in groups.items()
     }
+
+
+def configured_regions(monitor_ids: list[int]) -> list[tuple[int, str]]:
+    """(monitor id, region name) for the monitors that name their regions."""
+    if not monitor_ids:
+        return []
+    through = Monitor.regions.through._meta
+    where, params = in_ids(f"mr.{through.get_field('monitor').column}", monitor_ids)
+    sql = (
+        f"SELECT mr.{through.get_field('monitor').column}, r.name "  # noqa: S608
+        f"FROM {through.db_table} mr JOIN {Region._meta.db_table} r "
+        f"ON r.id = mr.{through.get_field('region').column} WHERE {where}"
+    )
+    with bound_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def dispatch(now: datetime | None = None) -> int:

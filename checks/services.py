@@ -10,20 +10,21 @@ A change of status writes a StatusChange row in the same transaction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
 from checks.assertions import Rule, Verdict, evaluate
-from checks.bulk import bound_cursor, update_rows
+from checks.bulk import bound_cursor, floats, in_ids, update_rows
 from checks.models import (
     Assertion,
     Monitor,
@@ -52,16 +53,48 @@ class Plan:
 
 
 def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]:
-    # Plain rows, not model instances: this runs for every batch of probes.
-    monitors = Monitor.objects.filter(id__in=monitor_ids, paused=False).values_list(
-        "id", "kind", "target", "options", "timeout"
+    # This runs for every batch of probes: plain rows in one query, not model
+    # instances, and the assertions only of monitors that have any.
+    if not monitor_ids:
+        return {}
+    where, params = in_ids("m.id", monitor_ids)
+    sql = (
+        "SELECT m.id, m.kind, m.target, m.options, m.timeout, s.memory, EXISTS "  # noqa: S608
+        f"(SELECT 1 FROM {Assertion._meta.db_table} a WHERE a.monitor_id = m.id) "
+        f"FROM {Monitor._meta.db_table} m LEFT JOIN {RegionState._meta.db_table} s "
+        f"ON s.monitor_id = m.id AND s.region_id = %s WHERE {where} AND NOT m.paused"
     )
-    memories = dict(
-        RegionState.objects.filter(monitor_id__in=monitor_ids, region=region).values_list(
-            "monitor_id", "memory"
+    with bound_cursor() as cursor:
+        cursor.execute(sql, [region.pk, *params])
+        monitors = cursor.fetchall()
+    explicit = explicit_rules([row[0] for row in monitors if row[6]])
+    plans = {}
+    for monitor_id, kind, target, options, timeout, memory, _ in monitors:
+        spec = ProbeSpec(
+            monitor_id, kind, target, _json(options) or {}, timeout, _json(memory) or {}
         )
-    )
+        plans[monitor_id] = Plan(
+            spec, [*get_probe(kind).implicit_rules(spec), *explicit[monitor_id]]
+        )
+    return plans
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read with a raw cursor: text (PostgreSQL as Django sets it up, SQLite)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """A datetime column read with a raw cursor: SQLite's come back naive (or as text)."""
+    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+        return value
+    return connection.ops.convert_datetimefield_value(value, None, connection)
+
+
+def explicit_rules(monitor_ids: list[int]) -> dict[int, list[Rule]]:
     explicit: dict[int, list[Rule]] = defaultdict(list)
+    if not monitor_ids:
+        return explicit
     assertions = Assertion.objects.filter(monitor_id__in=monitor_ids).order_by(
         "monitor_id", "order", "id"
     )
@@ -74,15 +107,7 @@ def plan_monitors(monitor_ids: Sequence[int], region: Region) -> dict[int, Plan]
                 row | {"warning": row["warning_value"], "critical": row["critical_value"]}
             )
         )
-    plans = {}
-    for monitor_id, kind, target, options, timeout in monitors:
-        spec = ProbeSpec(
-            monitor_id, kind, target, options or {}, timeout, memories.get(monitor_id) or {}
-        )
-        plans[monitor_id] = Plan(
-            spec, [*get_probe(kind).implicit_rules(spec), *explicit[monitor_id]]
-        )
-    return plans
+    return explicit
 
 
 def plan_for(monitor: Monitor, memory: dict[str, Any]) -> Plan:
@@ -256,7 +281,6 @@ def count_metrics(run: Run, verdict: Verdict) -> None:
 
 def insert_results(rows: list[tuple[Run, Verdict]], region: Region) -> dict[int, int]:
     """One multi-row insert; returns monitor id → result id for rows not stored before."""
-    ops = connection.ops
     values = []
     for run, verdict in rows:
         observation = run.observation
@@ -268,28 +292,94 @@ def insert_results(rows: list[tuple[Run, Verdict]], region: Region) -> dict[int,
         values.append(
             (
                 run.spec.monitor_id,
-                region.pk,
-                ops.adapt_datetimefield_value(run.scheduled_at),
-                ops.adapt_datetimefield_value(run.started_at or run.scheduled_at),
+                run.scheduled_at,
+                run.started_at or run.scheduled_at,
                 observation.latency_ms if observation else None,
                 verdict.outcome,
                 verdict.reason[:2000],
                 json.dumps(details) if details else None,
             )
         )
-    table = ProbeResult._meta.db_table
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
-    sql = (
-        f"INSERT INTO {table} (monitor_id, region_id, scheduled_at, started_at, "  # noqa: S608
-        f"duration_ms, outcome, reason, details) VALUES {placeholders} "
-        "ON CONFLICT (monitor_id, region_id, scheduled_at) DO NOTHING RETURNING id, monitor_id"
-    )
     with bound_cursor() as cursor:
-        cursor.execute(sql, [item for row in values for item in row])
+        if connection.vendor == "postgresql":
+            # One array per column: the statement's text is the same for every
+            # batch, so the driver does not re-parse a thousand placeholders.
+            columns = [list(column) for column in zip(*values, strict=True)]
+            columns[3] = floats(columns[3])  # duration_ms
+            cursor.execute(insert_results_sql(), [region.pk, *columns])
+        else:
+            ops = connection.ops
+            placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
+            params = [
+                item
+                for monitor_id, scheduled, started, *rest in values
+                for item in (
+                    monitor_id,
+                    region.pk,
+                    ops.adapt_datetimefield_value(scheduled),
+                    ops.adapt_datetimefield_value(started),
+                    *rest,
+                )
+            ]
+            cursor.execute(
+                f"INSERT INTO {ProbeResult._meta.db_table} ({', '.join(RESULT_COLUMNS)}) "  # noqa: S608
+                f"VALUES {placeholders} ON CONFLICT (monitor_id, region_id, scheduled_at) "
+                "DO NOTHING RETURNING id, monitor_id",
+                params,
+            )
         return {monitor_id: result_id for result_id, monitor_id in cursor.fetchall()}
 
 
-def next_region_status(state: RegionState, outcome: str, monitor: Monitor) -> str:
+RESULT_COLUMNS = (
+    "monitor_id", "region_id", "scheduled_at", "started_at", "duration_ms", "outcome", "reason",
+    "details",
+)  # fmt: skip
+
+
+@functools.cache
+def insert_results_sql() -> str:
+    """PostgreSQL: insert from one array per column (the region is one value for all)."""
+    meta = ProbeResult._meta
+    arrays = [name for name in RESULT_COLUMNS if name != "region_id"]
+    # JSON goes as text, cast row by row: psycopg would want a wrapper object per value.
+    types = [
+        "text" if name == "details" else meta.get_field(name).db_type(connection) for name in arrays
+    ]
+    select = ", ".join(
+        "%s" if name == "region_id" else f"v.{name}::jsonb" if name == "details" else f"v.{name}"
+        for name in RESULT_COLUMNS
+    )
+    unnest = ", ".join(f"%b::{kind}[]" for kind in types)  # binary: see checks.bulk
+    return (
+        f"INSERT INTO {meta.db_table} ({', '.join(RESULT_COLUMNS)}) "  # noqa: S608
+        f"SELECT {select} FROM unnest({unnest}) AS v({', '.join(arrays)}) "
+        "ON CONFLICT (monitor_id, region_id, scheduled_at) DO NOTHING RETURNING id, monitor_id"
+    )
+
+
+@dataclass
+class State:
+    """A monitor's region state as locked for one batch: what its results read and move."""
+
+    pk: int
+    status: str
+    ok_streak: int
+    bad_streak: int
+    critical_streak: int
+    last_scheduled_at: datetime | None
+    last_reason: str
+    memory: dict[str, Any]
+
+
+class Hysteresis(NamedTuple):
+    """What the state machine reads of a monitor."""
+
+    paused: bool
+    failure_threshold: int
+    recovery_threshold: int
+
+
+def next_region_status(state: State, outcome: str, monitor: Hysteresis) -> str:
     if outcome == Outcome.OK:
         state.ok_streak, state.bad_streak, state.critical_streak = state.ok_streak + 1, 0, 0
     else:
@@ -337,10 +427,34 @@ STATE_FIELDS = [
 LAST_RESULT_FIELDS = ["last_checked_at", "last_latency_ms", "last_reason"]
 
 
-def lock_states(ids: list[int], region: Region) -> dict[int, RegionState]:
-    def locked() -> dict[int, RegionState]:
-        rows = RegionState.objects.select_for_update().filter(monitor_id__in=ids, region=region)
-        return {state.monitor_id: state for state in rows.order_by("monitor_id")}
+def lock_states(ids: list[int], region: Region) -> dict[int, tuple[State, Hysteresis]]:
+    """Lock the monitors' states in this region, by monitor id; with what judges them.
+
+    Plain rows in one query, not model instances: this runs for every batch
+    of probes. Only the state rows are locked (monitors are locked later, and
+    only when one flips).
+    """
+
+    def locked() -> dict[int, tuple[State, Hysteresis]]:
+        where, params = in_ids("s.monitor_id", ids)
+        lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
+        columns = ", ".join(f"s.{name}" for name in STATE_FIELDS)
+        sql = (
+            f"SELECT s.monitor_id, s.id, {columns}, "  # noqa: S608
+            "m.paused, m.failure_threshold, m.recovery_threshold "
+            f"FROM {RegionState._meta.db_table} s JOIN {Monitor._meta.db_table} m "
+            f"ON m.id = s.monitor_id WHERE s.region_id = %s AND {where} "
+            f"ORDER BY s.monitor_id{lock}"
+        )
+        with bound_cursor() as cursor:
+            cursor.execute(sql, [region.pk, *params])
+            rows = cursor.fetchall()
+        states = {}
+        for monitor_id, pk, status, ok, bad, critical, last, reason, memory, *rules in rows:
+            state = State(pk, status, ok, bad, critical, _aware(last), reason, _json(memory) or {})
+            paused, failure, recovery = rules
+            states[monitor_id] = (state, Hysteresis(bool(paused), failure, recovery))
+        return states
 
     states = locked()
     missing = set(ids) - states.keys()
@@ -355,11 +469,6 @@ def lock_states(ids: list[int], region: Region) -> dict[int, RegionState]:
 
 def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list[StatusChange]:
     ids = sorted(run.spec.monitor_id for run, _, _ in fresh)
-    monitors = (
-        Monitor.objects.filter(id__in=ids)
-        .only("id", "paused", "failure_threshold", "recovery_threshold")
-        .in_bulk()
-    )
     changes: list[StatusChange] = []
     last_results = []
     with transaction.atomic():
@@ -367,10 +476,14 @@ def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list
         # region states, then monitors, each by id.
         states = lock_states(ids, region)
         flipped: list[tuple[Run, Verdict, int]] = []
-        state_rows = []
+        moved: list[State] = []
+        remembered = False
         for run, verdict, result_id in sorted(fresh, key=lambda item: item[0].spec.monitor_id):
-            monitor, state = monitors.get(run.spec.monitor_id), states[run.spec.monitor_id]
-            if monitor is None or monitor.paused:
+            monitor_id = run.spec.monitor_id
+            if monitor_id not in states:
+                continue  # deleted while its batch ran
+            state, monitor = states[monitor_id]
+            if monitor.paused:
                 continue
             if state.last_scheduled_at and run.scheduled_at <= state.last_scheduled_at:
                 continue  # an older slot finished late: it does not rewrite the present
@@ -380,13 +493,17 @@ def apply_results(fresh: list[tuple[Run, Verdict, int]], region: Region) -> list
             state.status, state.last_scheduled_at = new_status, run.scheduled_at
             state.last_reason = verdict.reason
             if run.observation and run.observation.memory is not None:
-                state.memory = run.observation.memory
-            state_rows.append([state.pk, *(getattr(state, name) for name in STATE_FIELDS)])
+                state.memory, remembered = run.observation.memory, True
+            moved.append(state)
             latency = run.observation.latency_ms if run.observation else None
             last_results.append(
-                [monitor.pk, run.started_at or run.scheduled_at, latency, verdict.reason]
+                [monitor_id, run.started_at or run.scheduled_at, latency, verdict.reason]
             )
-        update_rows(RegionState, STATE_FIELDS, state_rows)
+        # Most kinds remember nothing: then the memory column is left as it is.
+        fields = STATE_FIELDS if remembered else [f for f in STATE_FIELDS if f != "memory"]
+        update_rows(
+            RegionState, fields, [[s.pk, *(getattr(s, name) for name in fields)] for s in moved]
+        )
         if flipped:
             changes = flip_monitors(flipped)
     # The last result on the monitor row is a copy for display, written after

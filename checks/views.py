@@ -1,32 +1,39 @@
 """Heartbeat ping endpoints: `/ping/<key>[/start|/fail|/<exit code>]`.
 
 Jobs call these from cron and CI scripts, often in a tight retry loop, so a
-ping costs one INSERT and nothing else: the monitor is found by the INSERT
-itself (`INSERT … SELECT … FROM checks_monitor WHERE ping_key = …`), and the
-sweep (checks.heartbeats) does the rest later. Unknown, malformed and
-non-heartbeat keys all get the same 404, so the answer says nothing about
-which keys exist.
+ping costs one INSERT and one Redis call and nothing else: the monitor is found
+by the INSERT itself (`INSERT … SELECT … FROM checks_monitor WHERE ping_key =
+…`), the rate limiter counts in one round trip, and the sweep
+(checks.heartbeats) does the rest later. Unknown, malformed and non-heartbeat
+keys all get the same 404, so the answer says nothing about which keys exist.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import ipaddress
 import logging
 import math
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import connection
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from checks.bulk import bound_cursor
 from checks.models import PING_BODY_LIMIT, PING_USER_AGENT_LIMIT, Monitor, Ping
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,37 @@ def rate_window() -> int:
 
 def not_found() -> HttpResponse:
     return HttpResponse("not found", status=404, content_type=PLAIN)
+
+
+class PingMiddleware:
+    """Sends heartbeat pings to their view past the middleware they do not use.
+
+    Listed right after CommonMiddleware, so the host check, the security
+    headers and Content-Length still apply. Sessions, CSRF (the view is
+    exempt), authentication, messages and frame options do nothing for a ping,
+    and the root URLconf would try every other app's patterns first; at a
+    thousand pings a second they were a tenth of the web workers' CPU. Any
+    path that is not a ping URL goes down the chain as usual.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith("/ping/"):
+            for pattern in ping_patterns():
+                match = pattern.resolve(request.path_info[1:])
+                if match:
+                    request.resolver_match = match
+                    return match.func(request, *match.args, **match.kwargs)
+        return self.get_response(request)
+
+
+@functools.cache
+def ping_patterns() -> list[URLPattern]:
+    from checks.urls import urlpatterns  # the same patterns the URLconf serves
+
+    return urlpatterns
 
 
 @csrf_exempt
@@ -102,18 +140,55 @@ def over_limit(key: str) -> int | None:
     window = rate_window()
     now = time.time()
     slot = int(now // window)
-    name = f"ping-rate:{key}:{slot}"
     try:
-        try:
-            count = cache.incr(name)
-        except ValueError:  # the first ping of this window
-            count = 1 if cache.add(name, 1, timeout=window * 2) else cache.incr(name)
+        count = count_ping(f"ping-rate:{key}:{slot}", window)
     except Exception:
         logger.warning("ping rate limiter unavailable; letting pings through", exc_info=True)
         return None
     if count <= rate_limit():
         return None
     return max(1, math.ceil((slot + 1) * window - now))
+
+
+# The count of a key's window, created with its expiry by the first ping:
+# atomic, and one round trip (Django's cache.incr is EXISTS then INCRBY, and
+# the first ping of a window adds a SET).
+INCR_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+class _RedisCounter(threading.local):
+    """This thread's limiter script, bound to the cache backend it was made for.
+
+    Django's RedisCache builds a new client object on every call, which cost
+    the web workers more CPU than the round trip itself; Django also gives each
+    thread its own backend (and connection pool), so one script per thread.
+    """
+
+    backend: RedisCache | None = None
+    script: Any = None
+
+
+_counter = _RedisCounter()
+
+
+def count_ping(name: str, window: int) -> int:
+    """Count one ping in the cache key `name`, which lives two windows; returns the count."""
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if not isinstance(backend, RedisCache):  # the embedded default's file cache
+        try:
+            return backend.incr(name)
+        except ValueError:  # the first ping of this window
+            return 1 if backend.add(name, 1, timeout=window * 2) else backend.incr(name)
+    if _counter.backend is not backend:
+        client = backend._cache.get_client(write=True)
+        _counter.script, _counter.backend = client.register_script(INCR_IN_WINDOW), backend
+    # Django's key (prefix and version), so cache.get() reads the same counter.
+    key = backend.make_and_validate_key(name)
+    return int(_counter.script(keys=[key], args=[window * 2]))
 
 
 def remote_addr(request: HttpRequest) -> str | None:
@@ -141,8 +216,42 @@ def clean_text(text: str) -> str:
 
 def insert_ping(ping_key: uuid.UUID, values: dict[str, object]) -> int | None:
     """Store the ping if the key belongs to a heartbeat monitor; the new row's id, else None."""
+    sql, fields = insert_statement(connection.vendor)
+    if connection.vendor == "postgresql":
+        # psycopg binds these plain values as they are (the casts type the NULLs).
+        params = [values[name] for name in COLUMNS] + [ping_key]
+    else:
+        params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+        params.append(Monitor._meta.get_field("ping_key").get_db_prep_value(ping_key, connection))
+    params.append(Monitor.Kind.HEARTBEAT.value)
+
+    def insert() -> int | None:
+        # Parameters bound by the server: merging them into the statement on
+        # the client (Django's default) cost more CPU than the INSERT.
+        with bound_cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return row[0] if row else None
+
+    try:
+        return insert()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        # A kept connection the server has dropped (restart, idle timeout):
+        # what CONN_HEALTH_CHECKS finds with a SELECT 1 before a request's first
+        # query, found here by the INSERT itself, so a healthy connection pays
+        # no extra round trip. Should the server have stored the row and died
+        # before answering, the ping is stored twice, which the sweep reads as
+        # two pings of the same minute.
+        connection.close()
+        return insert()
+
+
+@functools.cache
+def insert_statement(vendor: str) -> tuple[str, list[Any]]:
+    """The ping INSERT for this database, and the Ping fields of its parameters, in order."""
     fields = [Ping._meta.get_field(name) for name in COLUMNS]
-    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
     # Typed placeholders: in INSERT … SELECT, PostgreSQL types a bare NULL or
     # string in the select list as text, which does not convert to smallint or inet.
     select = ", ".join(
@@ -151,13 +260,9 @@ def insert_ping(ping_key: uuid.UUID, values: dict[str, object]) -> int | None:
         else "%s"
         for field in fields
     )
-    key_param = Monitor._meta.get_field("ping_key").get_db_prep_value(ping_key, connection)
     sql = (
         f"INSERT INTO {Ping._meta.db_table} (monitor_id, {', '.join(COLUMNS)}) "  # noqa: S608
         f"SELECT id, {select} FROM {Monitor._meta.db_table} "
         "WHERE ping_key = %s AND kind = %s RETURNING id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, key_param, Monitor.Kind.HEARTBEAT.value])
-        row = cursor.fetchone()
-    return row[0] if row else None
+    return sql, fields

@@ -10,9 +10,11 @@ from django.db import connections
 from django.utils import timezone
 from kombu import Exchange, Queue
 
-from checks import scheduling
+from checks import scheduling, services
 from checks.models import Monitor, Region, next_slot
+from checks.runner import Run, execute
 from monitorsite.celery import app as celery_app
+from tests.targets import HttpTarget
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +63,23 @@ def test_it_claims_a_little_ahead_so_probes_start_on_their_slot(settings) -> Non
     (soon,) = make_monitors(1)
     Monitor.objects.filter(pk=soon.pk).update(next_check_at=now + timedelta(seconds=1.5))
     assert [c.monitor_id for c in scheduling.claim_due(now, limit=10)] == [soon.pk]
+
+
+def test_probes_claimed_ahead_start_on_their_slot_never_before(target: HttpTarget) -> None:
+    target.route("/up", body=b"ok")
+    monitors = make_monitors(6)
+    Monitor.objects.update(target=target.url("/up"))
+    plans = services.plan_monitors([m.pk for m in monitors], Region.default())
+    now = datetime.now(UTC)
+    # Slots a few milliseconds apart, as a batch's are: some share a wake-up.
+    runs = [
+        Run(plans[m.pk].spec, now + timedelta(milliseconds=40 + 7 * n))
+        for n, m in enumerate(monitors)
+    ]
+    execute(runs, len(runs))
+    assert all(run.observation and run.observation.error is None for run in runs)
+    assert all(run.started_at and run.started_at >= run.scheduled_at for run in runs)
+    assert target.routes["/up"].hits == len(runs)
 
 
 def test_it_runs_a_long_overdue_monitor_once_and_returns_it_to_its_grid() -> None:

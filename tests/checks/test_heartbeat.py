@@ -336,6 +336,30 @@ def test_a_ping_is_one_query(client: Client, django_assert_num_queries: Any) -> 
         assert client.get("/ping/not-a-uuid").status_code == 404
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_ping_is_stored_when_the_database_dropped_the_kept_connection(client: Client) -> None:
+    if connection.vendor == "sqlite":
+        pytest.skip("a connection the server drops is a PostgreSQL matter")
+    monitor = heartbeat()
+    ping(client, monitor)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+
+    def restart_the_backend() -> None:  # what a server restart does to kept connections
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            connections.close_all()
+
+    killer = threading.Thread(target=restart_the_backend)
+    killer.start()
+    killer.join(timeout=30)
+    ping(client, monitor, "/fail")
+    assert list(Ping.objects.order_by("id").values_list("kind", flat=True)) == ["success", "fail"]
+
+
 def test_it_limits_pings_per_key(
     client: Client, clock: time_machine.Traveller, django_assert_num_queries: Any
 ) -> None:
