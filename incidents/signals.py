@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from alerts.signals import notification_finished
 from django.dispatch import receiver
 from django.utils import timezone
 
 from alerts.models import Notification
+from alerts.signals import notification_finished
 from checks.signals import status_changes_recorded
 from incidents.models import IncidentEvent
 
