@@ -29,7 +29,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
+from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -86,8 +86,24 @@ def ping_patterns() -> list[URLPattern]:
     return urlpatterns
 
 
+# What @never_cache sets, written as it ends up: Django's version parses and
+# merges Cache-Control twice per response, a twentieth of a ping's CPU.
+NEVER_CACHE = "max-age=0, no-cache, no-store, must-revalidate, private"
+
+
+def uncached(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.headers["Expires"] = http_date()
+        response.headers["Cache-Control"] = NEVER_CACHE
+        return response
+
+    return wrapper
+
+
 @csrf_exempt
-@never_cache
+@uncached
 @require_http_methods(["GET", "POST", "HEAD"])
 def ping(request: HttpRequest, key: str, action: str | None = None) -> HttpResponse:
     parsed = parse_action(action)
@@ -186,8 +202,9 @@ def count_ping(name: str, window: int) -> int:
     if _counter.backend is not backend:
         client = backend._cache.get_client(write=True)
         _counter.script, _counter.backend = client.register_script(INCR_IN_WINDOW), backend
-    # Django's key (prefix and version), so cache.get() reads the same counter.
-    key = backend.make_and_validate_key(name)
+    # Django's key (prefix and version), so cache.get() reads the same counter;
+    # not validated for memcached, which walks it a character at a time.
+    key = backend.make_key(name)
     return int(_counter.script(keys=[key], args=[window * 2]))
 
 
