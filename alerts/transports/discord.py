@@ -6,19 +6,16 @@ from typing import Any
 
 from alerts.transports.base import (
     TEST_NOTE,
-    ConfigCheck,
     ConfigKey,
-    Destination,
     Incident,
     Message,
-    Transport,
     actor_line,
     details,
     links,
     listed,
     shorten,
 )
-from alerts.transports.http import post_json
+from alerts.transports.http import JsonWebhookTransport
 
 # Discord allows 10 embeds a message (base.LISTED_INCIDENTS), and caps each part of one.
 COLORS = {"critical": 0xC62828, "high": 0xEF6C00, "medium": 0xF2A900, "low": 0x1565C0}
@@ -62,18 +59,13 @@ def payload(message: Message) -> dict[str, Any]:
     }
 
 
-class DiscordTransport(Transport):
+class DiscordTransport(JsonWebhookTransport):
     kind = "discord"
+    service = "Discord"
     config_keys = (
         ConfigKey("url", "the webhook URL, https://discord.com/api/webhooks/<id>/<token>"),
     )
     example = {"url": "https://discord.com/api/webhooks/123456789/XXXXXXXX"}
 
-    @classmethod
-    def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        check = ConfigCheck(config, cls)
-        check.url("url")
-        return check.done()
-
-    def send(self, destination: Destination, message: Message) -> None:
-        post_json(destination.config["url"], payload(message), service="Discord")
+    def payload(self, message: Message) -> dict[str, Any]:
+        return payload(message)

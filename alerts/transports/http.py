@@ -17,7 +17,7 @@ import ipaddress
 import json
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import urllib3
@@ -31,7 +31,15 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from alerts.transports.base import TransportError, one_line, shorten
+from alerts.transports.base import (
+    ConfigCheck,
+    Destination,
+    Message,
+    Transport,
+    TransportError,
+    one_line,
+    shorten,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -251,3 +259,25 @@ def post_json(
     )  # fmt: skip
     response.raise_for_status(permanent)
     return response
+
+
+class JsonWebhookTransport(Transport):
+    """A chat service whose channel is one incoming-webhook URL taking a JSON payload.
+
+    Subclasses name the service and build the payload; the URL is validated and
+    posted to the same way for all of them.
+    """
+
+    service: ClassVar[str]
+
+    @classmethod
+    def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        check = ConfigCheck(config, cls)
+        check.url("url")
+        return check.done()
+
+    def payload(self, message: Message) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def send(self, destination: Destination, message: Message) -> None:
+        post_json(destination.config["url"], self.payload(message), service=self.service)

@@ -6,19 +6,16 @@ from typing import Any
 
 from alerts.transports.base import (
     TEST_NOTE,
-    ConfigCheck,
     ConfigKey,
-    Destination,
     Incident,
     Message,
-    Transport,
     actor_line,
     details,
     links,
     listed,
     shorten,
 )
-from alerts.transports.http import post_json
+from alerts.transports.http import JsonWebhookTransport
 
 # Block Kit limits: a section's text, a field, a button's label.
 SECTION_LIMIT = 3000
@@ -96,18 +93,13 @@ def payload(message: Message) -> dict[str, Any]:
     return {"text": text(message), "blocks": blocks}
 
 
-class SlackTransport(Transport):
+class SlackTransport(JsonWebhookTransport):
     kind = "slack"
+    service = "Slack"
     config_keys = (
         ConfigKey("url", "the incoming webhook URL, https://hooks.slack.com/services/…"),
     )
     example = {"url": "https://hooks.slack.com/services/T000/B000/XXXXXXXX"}
 
-    @classmethod
-    def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        check = ConfigCheck(config, cls)
-        check.url("url")
-        return check.done()
-
-    def send(self, destination: Destination, message: Message) -> None:
-        post_json(destination.config["url"], payload(message), service="Slack")
+    def payload(self, message: Message) -> dict[str, Any]:
+        return payload(message)

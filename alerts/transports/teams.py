@@ -6,18 +6,15 @@ from typing import Any
 
 from alerts.transports.base import (
     TEST_NOTE,
-    ConfigCheck,
     ConfigKey,
-    Destination,
     Incident,
     Message,
-    Transport,
     actor_line,
     details,
     links,
     listed,
 )
-from alerts.transports.http import post_json
+from alerts.transports.http import JsonWebhookTransport
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 
@@ -70,8 +67,9 @@ def payload(message: Message) -> dict[str, Any]:
     }
 
 
-class TeamsTransport(Transport):
+class TeamsTransport(JsonWebhookTransport):
     kind = "teams"
+    service = "Teams"
     config_keys = (
         ConfigKey(
             "url",
@@ -81,11 +79,5 @@ class TeamsTransport(Transport):
     )
     example = {"url": "https://prod-00.westus.logic.azure.com/workflows/…/triggers/manual/run?…"}
 
-    @classmethod
-    def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        check = ConfigCheck(config, cls)
-        check.url("url")
-        return check.done()
-
-    def send(self, destination: Destination, message: Message) -> None:
-        post_json(destination.config["url"], payload(message), service="Teams")
+    def payload(self, message: Message) -> dict[str, Any]:
+        return payload(message)
