@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from checks.models import Monitor, StatusChange
@@ -42,12 +43,12 @@ class TransitionError(Exception):
 
 def process_status_changes(limit: int = 500) -> int:
     """Turn unprocessed StatusChange rows into incident moves; returns how many."""
+    done = settle_quiet_changes()
     monitor_ids = list(
         StatusChange.objects.unprocessed()
         .order_by("created_at", "id")
         .values_list("monitor_id", flat=True)[:limit]
     )
-    done = 0
     for monitor_id in dict.fromkeys(monitor_ids):
         try:
             done += process_monitor_changes(monitor_id)
@@ -56,6 +57,32 @@ def process_status_changes(limit: int = 500) -> int:
                 "status changes of monitor %s failed", monitor_id, extra={"monitor_id": monitor_id}
             )
     return done
+
+
+def settle_quiet_changes() -> int:
+    """Mark processed, in one statement, the changes that can move no incident.
+
+    A monitor coming up (or paused) with no open incident and nothing earlier
+    waiting has nothing to resolve: every new monitor's first result is such
+    a change, and a thousand monitors added at once would otherwise hold a
+    worker for a lock, a query and a write each. Both conditions are read in
+    the statement's one snapshot, so a down change being applied at the same
+    moment (it holds the monitor's rows until it commits) keeps the recovery
+    after it on the ordinary path.
+    """
+    earlier = StatusChange.objects.unprocessed().filter(
+        Q(created_at__lt=OuterRef("created_at"))
+        | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id")),
+        monitor_id=OuterRef("monitor_id"),
+    )
+    incident = Incident.objects.open().filter(monitor_id=OuterRef("monitor_id"))
+    return (
+        StatusChange.objects.unprocessed()
+        .filter(to_status__in=[Monitor.Status.UP, Monitor.Status.PAUSED])
+        .exclude(Exists(earlier))
+        .exclude(Exists(incident))
+        .update(processed_at=timezone.now())
+    )
 
 
 def process_monitor_changes(monitor_id: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -155,3 +156,37 @@ def test_workers_processing_at_once_apply_each_change_once_and_in_order() -> Non
     )
     assert StatusChange.objects.unprocessed().count() == 0
     assert Monitor.objects.get(pk=api.pk).status == "down"
+
+
+@pytest.mark.django_db
+def test_a_thousand_new_monitors_coming_up_are_settled_at_once(
+    django_assert_max_num_queries: Any,
+) -> None:
+    fleet = Monitor.objects.bulk_create(
+        Monitor(name=f"m{n}", kind="http", target=f"https://m{n}.example.test/")
+        for n in range(1000)
+    )
+    StatusChange.objects.bulk_create(
+        StatusChange(monitor=m, from_status="unknown", to_status="up", created_at=timezone.now())
+        for m in fleet
+    )
+    with django_assert_max_num_queries(3):
+        assert services.process_status_changes() == 1000
+    assert StatusChange.objects.unprocessed().count() == 0
+    assert not Incident.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_recovery_still_resolves_the_outage_before_it() -> None:
+    api, web = monitor("api"), monitor("web")
+    fail(api)
+    flip(api, "up")  # both waiting: the recovery must follow the outage, not skip it
+    fail(web)
+    tick()
+    flip(web, "up")  # the outage was applied: the recovery has an incident to resolve
+    tick()
+    for mon in (api, web):
+        incident = the_incident(mon)
+        assert incident.status == "resolved"
+        assert f"{mon.name} recovered" in incident.resolution_note
+    assert StatusChange.objects.unprocessed().count() == 0
