@@ -31,8 +31,10 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 PROCFILE = ROOT / "Procfile"
 
-REQUIRED_SERVICES = {"postgres", "redis", "migrate", "web", "worker-core", "beat"}
-CORE_QUEUES = {"dispatch", "notify", "default"}
+REQUIRED_SERVICES = {
+    "postgres", "redis", "migrate", "web", "worker-dispatch", "worker-core", "beat",
+}  # fmt: skip
+CORE_QUEUES = {"notify", "default"}
 # `- NAME=value` or `# NAME=value` (an optional one) at the start of a line.
 ENV_LINE = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 # ${NAME}, ${NAME:-default}, ${NAME:?error}; `$$` is compose's escaped dollar.
@@ -245,7 +247,11 @@ def test_it_consumes_every_queue_the_celery_app_routes_to() -> None:
 
 
 def test_it_keeps_probes_apart_from_dispatch_and_paging() -> None:
-    # A probe backlog must not delay the system tick or a notification.
+    # A probe backlog must not delay the system tick or a notification, nor
+    # a long task of the core worker the tick.
+    assert queues(services()["worker-dispatch"]) == {"dispatch"}
+    dispatcher = argv(services()["worker-dispatch"])
+    assert dispatcher[dispatcher.index("--concurrency") + 1] == "1"
     assert queues(services()["worker-core"]) >= CORE_QUEUES
     probe_workers = {name: s for name, s in workers().items() if name.startswith("worker-probes")}
     assert probe_workers
@@ -259,11 +265,11 @@ def test_it_keeps_probes_apart_from_dispatch_and_paging() -> None:
 
 
 def command_shape(args: list[str]) -> list[str]:
-    """The command without what may differ per worker: its queues and its node name."""
+    """The command without what may differ per worker: queues, concurrency and node name."""
     shape = []
     rest = iter(args)
     for token in rest:
-        if token in ("--queues", "-Q"):
+        if token in ("--queues", "-Q", "--concurrency", "-c"):
             next(rest, None)
         elif token in ("--hostname", "-n"):
             shape += [token, "NODE@" + next(rest, "").partition("@")[2]]
@@ -283,7 +289,7 @@ def test_it_runs_the_same_commands_as_the_procfile() -> None:
     for name, procfile_argv in expected.items():
         compose_argv = argv(services()[name])
         assert command_shape(compose_argv) == command_shape(procfile_argv), name
-    assert set(workers()) >= {"worker-core"}
+    assert set(workers()) >= {"worker-dispatch", "worker-core"}
 
 
 def test_it_migrates_once_before_anything_starts() -> None:
