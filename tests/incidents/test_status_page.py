@@ -45,6 +45,7 @@ NOW = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
 def status_host(settings: Any) -> Iterator[None]:
     scenes.allow_host(settings)
     scenes.allow_host(settings, "status.other.test")
+    scenes.render_in_request(settings)
     forget = scenes.isolate_cache(settings)
     yield
     forget()
