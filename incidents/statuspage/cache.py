@@ -273,7 +273,7 @@ def cached_response(
         logger.exception("status page cache unreadable; serving this process's copy")
         if entry is not None and now - entry.born < ttl():
             return respond(request, entry)  # no invalidation can reach us: the TTL bounds it
-        return render_and_store(request, page_id, name, None, None, render)
+        return render_and_store(Job(request, page_id, name, None, None, render))
     gen, page_gen = found.get(GEN), found.get(page_key)
     if entry is not None and entry.fresh(gen, page_gen, now):
         return respond(request, entry)
@@ -281,62 +281,58 @@ def cached_response(
     if shared is not None and shared.fresh(gen, page_gen, now):
         _recent.put(key, shared)
         return respond(request, shared)
-    stale = shared or entry
+    stale, job = shared or entry, Job(request, page_id, name, gen, page_gen, render)
     if refreshing.get():  # a worker replaying this request: render it, serve nobody stale
-        return render_and_store(request, page_id, name, gen, page_gen, render, keep=False)
+        return render_and_store(job, keep=False)
     if stale is None or grace() <= 0:
-        return render_inline(request, page_id, name, gen, page_gen, render, stale)
+        return render_inline(job, stale)
     refresh = refresh_in_background(request, page_id, name, now)
     if refresh.in_hand:
         return respond(request, stale)
-    return render_inline(request, page_id, name, gen, page_gen, render, stale, refresh.overdue)
+    return render_inline(job, stale, refresh.overdue)
 
 
-def render_inline(
-    request: HttpRequest,
-    page_id: int,
-    name: str,
-    gen: Any,
-    page_gen: Any,
-    render: Callable[[], HttpResponse],
-    stale: Entry | None,
-    overdue: str = "",
-) -> HttpResponse:
+@dataclass(frozen=True)
+class Job:
+    """A response to render and store, with the generations read before rendering it."""
+
+    request: HttpRequest
+    page_id: int
+    name: str
+    gen: Any
+    page_gen: Any
+    render: Callable[[], HttpResponse]
+
+
+def render_inline(job: Job, stale: Entry | None, overdue: str = "") -> HttpResponse:
     """Render in this request, one request at a time: the others get `stale` meanwhile.
 
     `overdue` is a worker's refresh claim past its grace: once rendered here, it
     is freed, so the next change goes to a worker again.
     """
-    claimed = claim(page_id, name)
+    claimed = claim(job.page_id, job.name)
     if stale is not None and not claimed:
-        return respond(request, stale)
+        return respond(job.request, stale)
     try:
-        response = render_and_store(request, page_id, name, gen, page_gen, render)
+        response = render_and_store(job)
     finally:
         if claimed:
-            release(page_id, name)
+            release(job.page_id, job.name)
     if overdue:
-        release_refresh(page_id, name, overdue)
+        release_refresh(job.page_id, job.name, overdue)
     return response
 
 
-def render_and_store(
-    request: HttpRequest,
-    page_id: int,
-    name: str,
-    gen: Any,
-    page_gen: Any,
-    render: Callable[[], HttpResponse],
-    keep: bool = True,
-) -> HttpResponse:
+def render_and_store(job: Job, keep: bool = True) -> HttpResponse:
     """`render()`, stored under the generations read before it when it is a 200.
 
     `keep=False` leaves this process's copies alone (a worker serves no visitor).
     """
-    encoding = "gzip" if accepts_gzip(request) else "identity"
-    response = render()
+    encoding = "gzip" if accepts_gzip(job.request) else "identity"
+    response = job.render()
     if response.status_code == 200 and not response.streaming:
-        return respond(request, store(page_id, name, gen, page_gen, response, encoding, keep))
+        entry = store(job.page_id, job.name, job.gen, job.page_gen, response, encoding, keep)
+        return respond(job.request, entry)
     return response
 
 

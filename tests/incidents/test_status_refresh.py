@@ -95,6 +95,15 @@ def cdn_goes_down(scene: scenes.Scene) -> None:
     status_cache.invalidate()
 
 
+def stale_home(client: Client) -> scenes.Scene:
+    """A page whose front page was cached, then changed: one visitor got it stale since."""
+    scene = scenes.operational_scene()
+    assert cdn(client) == "Operational"
+    cdn_goes_down(scene)
+    assert cdn(client) == "Operational"
+    return scene
+
+
 def claim_of(page: StatusPage, name: str = "home") -> Any:
     return cache.get(status_cache.refresh_key(page.pk, name))
 
@@ -124,10 +133,7 @@ def test_after_a_change_visitors_get_the_stale_page_and_one_refresh_is_queued(
 def test_the_worker_renders_it_and_the_next_visitor_gets_it_without_a_query(
     client: Client, enqueued: Enqueued, django_assert_num_queries: Any
 ) -> None:
-    scene = scenes.operational_scene()
-    cdn(client)
-    cdn_goes_down(scene)
-    assert cdn(client) == "Operational"
+    scene = stale_home(client)
     assert enqueued.run_all() == ["200"]
     with django_assert_num_queries(0):
         assert cdn(client) == "Major outage"
@@ -170,10 +176,7 @@ def test_every_cached_response_of_a_page_is_refreshed_the_same_way(
 def test_the_claim_is_freed_when_the_render_fails_and_the_page_stays_stale(
     client: Client, enqueued: Enqueued, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scene = scenes.operational_scene()
-    cdn(client)
-    cdn_goes_down(scene)
-    cdn(client)
+    scene = stale_home(client)
 
     def broken(snapshot: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("the template broke")
@@ -191,10 +194,7 @@ def test_the_claim_is_freed_when_the_render_fails_and_the_page_stays_stale(
 def test_the_claim_is_freed_even_when_the_task_itself_raises(
     client: Client, enqueued: Enqueued, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scene = scenes.operational_scene()
-    cdn(client)
-    cdn_goes_down(scene)
-    cdn(client)
+    scene = stale_home(client)
 
     def crash(page_id: int, facts: Any) -> str:
         raise MemoryError
@@ -208,10 +208,7 @@ def test_the_claim_is_freed_even_when_the_task_itself_raises(
 def test_a_task_that_comes_late_changes_nothing_it_should_not(
     client: Client, enqueued: Enqueued, django_assert_num_queries: Any
 ) -> None:
-    scene = scenes.operational_scene()
-    cdn(client)
-    cdn_goes_down(scene)
-    cdn(client)
+    scene = stale_home(client)
     (late,) = enqueued.calls
     enqueued.calls.clear()
     cache.delete(status_cache.refresh_key(scene.page.pk, "home"))  # its claim lapsed
@@ -304,13 +301,10 @@ def facts(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_request_facts_that_are_not_this_pages_do_nothing(
-    client: Client, enqueued: Enqueued, bad: Any, django_assert_num_queries: Any
+    client: Client, enqueued: Enqueued, bad: Any
 ) -> None:
-    scene = scenes.operational_scene()
     StatusPage.objects.create(title="Other Corp", host="status.other.test")
-    cdn(client)
-    cdn_goes_down(scene)
-    cdn(client)
+    scene = stale_home(client)
     ((args, _),) = enqueued.calls
     assert tasks.refresh_page(scene.page.pk, "home", args[2], bad) == "refused"
     assert claim_of(scene.page) is None
