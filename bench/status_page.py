@@ -372,6 +372,14 @@ class Client:
     def get(
         self, path: str, extra: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
+        try:
+            return self.send(path, extra)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # gunicorn closes a connection idle for its keepalive (2 s): a browser reconnects.
+            self.conn.close()
+            return self.send(path, extra)
+
+    def send(self, path: str, extra: dict[str, str] | None) -> tuple[int, dict[str, str], bytes]:
         self.conn.request("GET", path, headers=self.headers | (extra or {}))
         answer = self.conn.getresponse()
         return answer.status, dict(answer.getheaders()), answer.read()
@@ -525,9 +533,10 @@ class Changes(threading.Thread):
         try:
             _, headers, _ = client.get("/")
             etag = headers.get("ETag", "")
-            down = False
-            while not self.stopping.wait(self.every):
-                down = not down
+            down, next_at = False, time.monotonic() + self.every
+            # On a fixed cadence: the time a change takes to show does not delay the next.
+            while not self.stopping.wait(max(0.0, next_at - time.monotonic())):
+                down, next_at = not down, next_at + self.every
                 self.change(down)
                 etag = self.wait_for_new(client, etag)
         except BaseException as exc:  # reported by the main thread, which owns the run
@@ -574,6 +583,7 @@ class Stack:
     redis_pid: int
     monitor_id: int
     script: Path
+    postmaster: int
     log_sizes: dict[str, int] = field(default_factory=dict)
 
     def services(self) -> list[Service]:
@@ -615,7 +625,7 @@ def run_load(args: argparse.Namespace, stack: Stack, load: Load) -> dict[str, An
             f"http://127.0.0.1:{server.port}{load.path}",
             stack.script,
             {"gunicorn": server.pid, "celery worker": stack.worker.pid, "redis": stack.redis_pid},
-            PgBackends(postmaster_pid(), DATABASE),
+            PgBackends(stack.postmaster, DATABASE),
             stack.check_alive,
         )
     finally:
@@ -667,7 +677,7 @@ def start_stack(env: dict[str, str], logs: Path, monitor_id: int, redis_pid: int
         raise
     print(f"gunicorn on ports {servers['worker'].port} (default grace) and "
           f"{servers['gunicorn'].port} (grace 0); a Celery worker on queue {queue!r}")  # fmt: skip
-    return Stack(servers, worker, redis_pid, monitor_id, script)
+    return Stack(servers, worker, redis_pid, monitor_id, script, postmaster_pid())
 
 
 def measure(args: argparse.Namespace, logs: Path, env: dict[str, str], redis_pid: int) -> dict:
