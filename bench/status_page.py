@@ -3,17 +3,28 @@
 Creates a status page (50 components in 10 groups, each fed by 1-2 monitors with
 90 days of hourly rollups, an open incident, a maintenance window announced) in
 a dedicated PostgreSQL database (Redis db 6 as cache, db 5 as broker), starts
-gunicorn exactly as `make run` does (`gunicorn monitorsite.wsgi --config
-monitorsite/gunicorn.conf.py`, DEBUG off) on a free loopback port, warms the
-cache, and drives the page and /api/v2/summary.json with wrk (Debian's `wrk`),
-each for --duration seconds, with the page's Host header. Beside them, in the
-same run, it measures what a cache miss costs: requests with the cache
-invalidated before each one, one at a time, and the snapshot + render alone
-in this process.
+two gunicorns exactly as `make run` does (`gunicorn monitorsite.wsgi --config
+monitorsite/gunicorn.conf.py`, DEBUG off) on free loopback ports, one with the
+default STATUS_PAGE_REFRESH_GRACE (a stale page is re-rendered by a worker) and
+one with STATUS_PAGE_REFRESH_GRACE=0 (re-rendered inside gunicorn, the old way),
+and one Celery worker (`celery -A monitorsite worker -Q <the refresh task's
+queue> -c 1`). Then, with wrk (Debian's `wrk`) and the page's Host header, each
+for --duration seconds, in rounds whose order rotates:
+
+- the page and /api/v2/summary.json from a quiet cache (default grace);
+- the page while a status change invalidates it every --invalidate-every
+  seconds (a monitor flips, as the checks app writes it, and every page's cache
+  is invalidated, as its signal does), once against each gunicorn. Meanwhile a
+  client polls the page with If-None-Match and times how long after each
+  change it first gets the new content (a new ETag): the freshness.
+
+Beside them, in the same run, it measures what a cache miss costs: requests
+with the cache invalidated before each one, one at a time (against the grace 0
+gunicorn, which renders them), and the snapshot + render alone in this process.
 
     make bench-status
-    make bench-status BENCH_ARGS="--duration 10 --connections 32"
-    .venv/bin/python bench/status_page.py [--duration 30] [--connections 16] [--threads 2]
+    make bench-status BENCH_ARGS="--duration 10 --connections 32 --rounds 3"
+    .venv/bin/python bench/status_page.py [--duration 30] [--invalidate-every 5] [--rounds 1]
 
 Prints the figures and writes bench/results/status-page-<timestamp>.json (or --output).
 """
@@ -28,14 +39,13 @@ import http.client
 import json
 import os
 import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +53,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import REPO_DIR, fmt, host_info, percentiles, print_table, tree_cpu_seconds
+from common import (
+    REPO_DIR,
+    WRK_LUA,
+    Crashed,
+    PgBackends,
+    Service,
+    WrkRun,
+    find_wrk,
+    fmt,
+    host_info,
+    percentiles,
+    postmaster_pid,
+    print_table,
+    ratio,
+    run_wrk,
+    start_celery_worker,
+    start_gunicorn,
+    tail,
+)
 from common import write_results as write_json
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
@@ -58,69 +86,61 @@ TARGET_PER_S = 1000.0
 TARGET_P99_MS = 50.0
 TROUBLE = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|WORKER TIMEOUT")
 PATHS = {"page": "/", "summary.json": "/api/v2/summary.json"}
+REFRESH_TASK = "incidents.statuspage.tasks.refresh_page"
+FRESHNESS_LIMIT = 30.0  # seconds a change may take to show before it counts as never
+
+
+@dataclass(frozen=True)
+class Load:
+    """One kind of wrk run: which URL, against which gunicorn, with or without changes."""
+
+    name: str
+    path: str
+    server: str  # "worker": the default grace; "gunicorn": STATUS_PAGE_REFRESH_GRACE=0
+    changing: bool
+
+
+LOADS = [
+    Load("page", "/", "worker", False),
+    Load("summary.json", "/api/v2/summary.json", "worker", False),
+    Load("page, changing, render in gunicorn", "/", "gunicorn", True),
+    Load("page, changing, render in worker", "/", "worker", True),
+]
+CHANGING = {"gunicorn": LOADS[2].name, "worker": LOADS[3].name}
 
 HOW_TO_READ = f"""\
-How to read this: "cached" is wrk against gunicorn with --connections keep-alive
+How to read this: every row is wrk against gunicorn with --connections keep-alive
 connections, each sending its next request as soon as the last is answered (a
 closed loop: more connections than gunicorn has threads only queue), all with
 the page's Host header and "Accept-Encoding: gzip" as browsers send it; req/s
 is wrk's 2xx answers over its duration, latency is wrk's, from send to full
-response. "uncached" sends one request at a time with the page's cache
-invalidated before each (what every visitor would cost without the cache, and
-what the first visitor after a change costs); "cached, one at a time" is the
-same client without the invalidation, so the two latencies compare like for
-like and their ratio is what the cache buys per request. "in process" times
-page_snapshot() (the database work) and the template render of the page in
-this process, without HTTP. "DB queries per hit" counts the queries of one
+response. "page" and "summary.json" are a quiet cache: nothing changes but the
+60 s backstop TTL, which a worker serves. The two "changing" rows are the page
+while a status change invalidates it every few seconds: "render in gunicorn"
+is STATUS_PAGE_REFRESH_GRACE=0 (one request renders the new page inside a web
+process, ~0.4 s of CPU holding the GIL that the requests queued behind it
+need), "render in worker" the default (a Celery worker renders it while every
+request gets the previous copy). Their ratio is what moving the render out of
+gunicorn buys. "fresh after" is how long after each change the page first
+served the new content (a poll every 10 ms with If-None-Match): the price of
+rendering elsewhere is the queue hop, and a grace of 0 is not free either,
+since its render competes with the load. "worker CPU" is the Celery worker's
+(main and pool process) over the run, and per change. "uncached" sends one
+request at a time with the page's cache invalidated before each (what every
+visitor would cost without the cache; against the grace 0 gunicorn, which
+renders it); "cached, one at a time" is the same client without the
+invalidation, so their ratio is what the cache buys per request. "in process"
+times page_snapshot() (the database work) and the template render of the page
+in this process, without HTTP. "DB queries per hit" counts the queries of one
 cached request through Django's full stack in this process. CPU is utime +
 stime from /proc over each wrk run, in ms per request: gunicorn (master and
-workers), redis-server (shared with other users of this machine) and the
-PostgreSQL backends connected to the bench database (about 0 when hits make
-no query). wrk runs on the same machine and competes for its cores: read
-"machine busy" against the core count, and trust ratios more than absolute
-figures on this shared, noisy machine. The backstop TTL (60 s) makes one
-request in a long run render again while the others get the stale copy.
-Targets (the page, from cache): >= {TARGET_PER_S:,.0f} req/s, p99 < {TARGET_P99_MS:g} ms,
-no non-2xx answers."""
-
-WRK_LUA = """\
--- Generated by bench/status_page.py: count 2xx and other answers, print JSON when done.
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  ok = 0
-  other = 0
-end
-
-function response(status, headers, body)
-  if status >= 200 and status < 300 then ok = ok + 1 else other = other + 1 end
-end
-
-function done(summary, latency, requests)
-  local ok_total, other_total = 0, 0
-  for _, t in ipairs(threads) do
-    ok_total = ok_total + t:get("ok")
-    other_total = other_total + t:get("other")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, "ok": %d, "other": %d, '
-    .. '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, '
-    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\\n',
-    summary.requests, summary.duration, summary.bytes, ok_total, other_total,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-end
-"""
-
-
-class Crashed(RuntimeError):
-    """gunicorn ended, never listened, or answered the first request wrongly."""
+workers), the Celery worker, redis-server (shared with other users of this
+machine) and the PostgreSQL backends connected to the bench database (about 0
+when hits make no query; the changes' own writes count there). wrk runs on the
+same machine and competes for its cores: read "machine busy" against the core
+count, and trust ratios more than absolute figures on this shared, noisy
+machine. Targets (the page from cache, quiet and changing with the default
+grace): >= {TARGET_PER_S:,.0f} req/s, p99 < {TARGET_P99_MS:g} ms, no non-2xx answers."""
 
 
 # --- The place: database, Redis, static files --------------------------------------------
@@ -224,8 +244,11 @@ def setup_django(env: dict[str, str]) -> None:
 # --- The page -------------------------------------------------------------------------------
 
 
-def seed(components: int) -> int:
-    """The page, its components and monitors, 90 days of hourly rollups; returns its id."""
+def seed(components: int) -> tuple[int, int]:
+    """The page, its components and monitors, 90 days of hourly rollups.
+
+    Returns the page's id and the monitor whose flips the invalidation runs make.
+    """
     from django.conf import settings
     from django.db import connection
     from django.utils import timezone
@@ -333,70 +356,7 @@ def seed(components: int) -> int:
     from incidents.statuspage.cache import invalidate
 
     invalidate()  # bulk writes send no signals
-    return page.pk
-
-
-# --- gunicorn ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    popen: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            raise Crashed(f"gunicorn exited with {self.popen.returncode}:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        """SIGTERM the master (graceful: in-flight requests finish), then the group."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(20)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)  # a worker stuck past the graceful timeout
-        self.popen.wait()
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(text[-lines:]) or "(no output)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gunicorn(env: dict[str, str], logs: Path) -> Server:
-    port = free_port()
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    log = logs / "gunicorn.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            [gunicorn, "monitorsite.wsgi", "--config", "monitorsite/gunicorn.conf.py"],
-            cwd=REPO_DIR,
-            env=env | {"WATCHPOST_BIND": f"127.0.0.1:{port}"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(popen, port, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        server.check_alive()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise Crashed(f"gunicorn did not listen on 127.0.0.1:{port} within 30 s")
+    return page.pk, made[0].monitors.get().pk  # Service 01 has one monitor
 
 
 # --- Requests one at a time -------------------------------------------------------------------
@@ -409,8 +369,18 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.headers = {"Host": HOST, "Accept-Encoding": "gzip"}
 
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        self.conn.request("GET", path, headers=self.headers)
+    def get(
+        self, path: str, extra: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        try:
+            return self.send(path, extra)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # gunicorn closes a connection idle for its keepalive (2 s): a browser reconnects.
+            self.conn.close()
+            return self.send(path, extra)
+
+    def send(self, path: str, extra: dict[str, str] | None) -> tuple[int, dict[str, str], bytes]:
+        self.conn.request("GET", path, headers=self.headers | (extra or {}))
         answer = self.conn.getresponse()
         return answer.status, dict(answer.getheaders()), answer.read()
 
@@ -422,7 +392,7 @@ def body_of(headers: dict[str, str], body: bytes) -> bytes:
     return gzip.decompress(body) if headers.get("Content-Encoding") == "gzip" else body
 
 
-def first_requests(server: Server, page_id: int) -> dict[str, Any]:
+def first_requests(server: Service, page_id: int) -> dict[str, Any]:
     """Both URLs through the whole path (fails fast on a broken setup); fills the cache."""
     client = Client(server.port)
     sizes = {}
@@ -536,177 +506,226 @@ def queries_per_hit() -> dict[str, int]:
     return counts
 
 
-# --- wrk ----------------------------------------------------------------------------------------
+# --- Changes while the load runs --------------------------------------------------------------
 
 
-def find_wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        raise SystemExit(
-            "wrk is not installed: `sudo apt-get install -y wrk` (Debian's package), then rerun"
-        )
-    return path
+class Changes(threading.Thread):
+    """Every `every` seconds a status change, then the time until the page shows it.
 
-
-def run_wrk(
-    args: argparse.Namespace, server: Server, path: str, script: Path, redis_pid: int
-) -> dict[str, Any]:
-    from django.db import connection
-
-    connection.close()  # this process's backend stays idle, out of the measured CPU
-    cmd = [find_wrk(), "-t", str(args.threads), "-c", str(args.connections)]
-    cmd += ["-d", f"{args.duration:g}s", "--timeout", "10s", "--latency", "-s", str(script)]
-    cmd += ["-H", f"Host: {HOST}", "-H", "Accept-Encoding: gzip"]
-    cmd.append(f"http://127.0.0.1:{server.port}{path}")
-    print(f"running: {' '.join(cmd)}")
-    roots = {"gunicorn": server.pid, "redis": redis_pid}
-    backends = Backends(postmaster_pid())
-    backends.poll(starting=True)
-    cpu_before, busy_before = tree_cpu_seconds(list(roots.values())), machine_busy_seconds()
-    wrk_before = children_cpu_seconds()
-    started = time.monotonic()
-    wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while wrk.poll() is None:
-        time.sleep(0.5)
-        backends.poll()
-    elapsed = time.monotonic() - started
-    cpu_after, busy_after = tree_cpu_seconds(list(roots.values())), machine_busy_seconds()
-    backends.poll()
-    wrk_cpu = children_cpu_seconds() - wrk_before  # wrk is the only child reaped meanwhile
-    server.check_alive()
-    output = wrk.stdout.read() if wrk.stdout else ""
-    match = re.search(r"^WRK_JSON (.*)$", output, re.M)
-    if wrk.returncode or not match:
-        raise Crashed(f"wrk failed ({wrk.returncode}):\n{output}")
-    w = json.loads(match.group(1))
-    seconds = w["duration_us"] / 1e6
-    cpu = {group: cpu_after[pid] - cpu_before[pid] for group, pid in roots.items()}
-    cpu["postgres (bench db)"] = backends.cpu_seconds()
-    cpu["wrk"] = wrk_cpu
-    busy = (busy_after - busy_before) / elapsed
-    return {
-        "per_s": w["ok"] / seconds if seconds else 0.0,
-        "answered_2xx": w["ok"],
-        "non_2xx": w["other"],
-        "socket_errors": w["connect"] + w["read"] + w["write"] + w["timeout"],
-        "latency_ms": {p: w[f"{p}_us"] / 1000 for p in ("p50", "p90", "p99", "max", "mean")},
-        "cpu_ms_per_request": {
-            group: seconds_used * 1000 / w["ok"] if w["ok"] else None
-            for group, seconds_used in cpu.items()
-        },
-        "machine_busy_cores": busy,
-        # What the machine's other users took meanwhile (this process's own share is tiny).
-        "others_cores": max(0.0, busy - sum(cpu.values()) / elapsed),
-        "wrk": w,
-        "wrk_output": output.replace(match.group(0), "").strip(),
-    }
-
-
-@dataclass
-class Backends:
-    """CPU of the PostgreSQL backends connected to the bench database, polled.
-
-    They come and go (CONN_MAX_AGE), so each is counted from when it was first
-    seen (0 if it started during the run) to when it was last seen. The server
-    is shared; only these are the bench's.
+    The change is what a real one does to the page: the monitor's status is
+    written and every page's cache invalidated (the checks app's signal). Then
+    one keep-alive client polls the page with If-None-Match until it gets a
+    new ETag, and records how long that took.
     """
 
-    postmaster: int
-    first: dict[int, float] = field(default_factory=dict)
-    last: dict[int, float] = field(default_factory=dict)
+    def __init__(self, port: int, monitor_id: int, every: float) -> None:
+        super().__init__(name="changes", daemon=True)
+        self.port, self.monitor_id, self.every = port, monitor_id, every
+        self.stopping = threading.Event()
+        self.fresh_after: list[float] = []
+        self.late = 0  # changes not shown within FRESHNESS_LIMIT
+        self.error: BaseException | None = None
 
-    def poll(self, starting: bool = False) -> None:
-        for pid in children(self.postmaster):
-            with contextlib.suppress(OSError, IndexError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-                if DATABASE.encode() not in title:
-                    continue
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                self.first.setdefault(pid, cpu if starting else 0.0)
-                self.last[pid] = cpu
+    def run(self) -> None:
+        from django.db import connection
 
-    def cpu_seconds(self) -> float:
-        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+        client = Client(self.port)
+        try:
+            _, headers, _ = client.get("/")
+            etag = headers.get("ETag", "")
+            down, next_at = False, time.monotonic() + self.every
+            # On a fixed cadence: the time a change takes to show does not delay the next.
+            while not self.stopping.wait(max(0.0, next_at - time.monotonic())):
+                down, next_at = not down, next_at + self.every
+                self.change(down)
+                etag = self.wait_for_new(client, etag)
+        except BaseException as exc:  # reported by the main thread, which owns the run
+            self.error = exc
+        finally:
+            client.close()
+            connection.close()
 
+    def change(self, down: bool) -> None:
+        from checks.models import Monitor
+        from incidents.statuspage.cache import invalidate
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+        status = Monitor.Status.DOWN if down else Monitor.Status.UP
+        Monitor.objects.filter(pk=self.monitor_id).update(status=status)
+        invalidate()
 
+    def wait_for_new(self, client: Client, etag: str) -> str:
+        changed = time.perf_counter()
+        while time.perf_counter() - changed < FRESHNESS_LIMIT:
+            status, headers, _ = client.get("/", {"If-None-Match": etag})
+            if status == 200 and headers.get("ETag", etag) != etag:
+                self.fresh_after.append(time.perf_counter() - changed)
+                return headers["ETag"]
+            time.sleep(0.01)
+        self.late += 1
+        return etag
 
-def children_cpu_seconds() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-def postmaster_pid() -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (backend,) = cursor.fetchone()
-    connection.close()
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def machine_busy_seconds() -> float:
-    """CPU-seconds all cores spent not idle since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(FRESHNESS_LIMIT + 10)
+        if self.error is not None:
+            raise Crashed(f"the changes thread failed: {self.error!r}")
 
 
 # --- The run ------------------------------------------------------------------------------------
 
 
-def measure(
-    args: argparse.Namespace, logs: Path, env: dict[str, str], redis_pid: int
-) -> dict[str, Any]:
-    from incidents.statuspage.cache import invalidate
+@dataclass
+class Stack:
+    """The two gunicorns (by the grace they run with), the worker, and what they share."""
 
-    page_id = seed(args.components)
-    print(f"seeded page {page_id}: {args.components} components in {GROUPS} groups")
+    servers: dict[str, Service]
+    worker: Service
+    redis_pid: int
+    monitor_id: int
+    script: Path
+    postmaster: int
+    log_sizes: dict[str, int] = field(default_factory=dict)
+
+    def services(self) -> list[Service]:
+        return [*self.servers.values(), self.worker]
+
+    def check_alive(self) -> None:
+        for service in self.services():
+            service.check_alive()
+
+    def stop(self) -> None:
+        for service in self.services():
+            self.log_sizes[service.name] = service.log_size()
+            service.stop()
+
+    def trouble(self) -> list[str]:
+        found = []
+        for service in self.services():
+            size = self.log_sizes.get(service.name, service.log_size())
+            text = service.log.read_bytes()[:size].decode(errors="replace")
+            found += [
+                f"{service.name}: {line}" for line in text.splitlines() if TROUBLE.search(line)
+            ]
+        return found
+
+
+def run_load(args: argparse.Namespace, stack: Stack, load: Load) -> dict[str, Any]:
+    from django.db import connection
+
+    connection.close()  # this process's backend stays idle, out of the measured CPU
+    server = stack.servers[load.server]
+    changes = Changes(server.port, stack.monitor_id, args.invalidate_every)
+    if load.changing:
+        changes.start()
+    wrk_args = ["-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration:g}s"]
+    wrk_args += ["--timeout", "10s", "-H", f"Host: {HOST}", "-H", "Accept-Encoding: gzip"]
+    try:
+        run = run_wrk(
+            wrk_args,
+            f"http://127.0.0.1:{server.port}{load.path}",
+            stack.script,
+            {"gunicorn": server.pid, "celery worker": stack.worker.pid, "redis": stack.redis_pid},
+            PgBackends(stack.postmaster, DATABASE),
+            stack.check_alive,
+        )
+    finally:
+        if load.changing:
+            changes.finish()
+    return figures(run) | {
+        "load": load.name,
+        "changes": len(changes.fresh_after) + changes.late if load.changing else 0,
+        "fresh_after_s": changes.fresh_after,
+        "late_changes": changes.late,
+    }
+
+
+def figures(run: WrkRun) -> dict[str, Any]:
+    ok = run.figures["ok"]
+    return {
+        "per_s": run.per_s(),
+        "answered_2xx": ok,
+        "non_2xx": run.figures["other"],
+        "socket_errors": run.socket_errors(),
+        "latency_ms": run.latency_ms(),
+        "cpu_ms_per_request": {
+            group: used * 1000 / ok if ok else None for group, used in run.cpu_seconds.items()
+        },
+        "worker_cpu_s": run.cpu_seconds["celery worker"],
+        "machine_busy_cores": run.busy_cores,
+        "others_cores": run.others_cores(),
+        "wrk": run.figures,
+        "wrk_output": run.output,
+    }
+
+
+def start_stack(env: dict[str, str], logs: Path, monitor_id: int, redis_pid: int) -> Stack:
+    from monitorsite.celery import app
+
+    # The queue the refresh task is routed to, as monitorsite/celery.py routes it.
+    queue = app.amqp.router.route({}, REFRESH_TASK)["queue"].name
     script = logs / "status.lua"
     script.write_text(WRK_LUA)
-    server = start_gunicorn(env, logs)
+    servers: dict[str, Service] = {}
+    try:
+        servers["worker"] = start_gunicorn(env, logs, "gunicorn-grace-default")
+        inline = env | {"STATUS_PAGE_REFRESH_GRACE": "0"}
+        servers["gunicorn"] = start_gunicorn(inline, logs, "gunicorn-grace-0")
+        worker = start_celery_worker(env, logs, queue, concurrency=1)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    print(f"gunicorn on ports {servers['worker'].port} (default grace) and "
+          f"{servers['gunicorn'].port} (grace 0); a Celery worker on queue {queue!r}")  # fmt: skip
+    return Stack(servers, worker, redis_pid, monitor_id, script, postmaster_pid())
+
+
+def measure(args: argparse.Namespace, logs: Path, env: dict[str, str], redis_pid: int) -> dict:
+    from incidents.statuspage.cache import invalidate
+
+    page_id, monitor_id = seed(args.components)
+    print(f"seeded page {page_id}: {args.components} components in {GROUPS} groups")
+    stack = start_stack(env, logs, monitor_id, redis_pid)
     result: dict[str, Any] = {"page_id": page_id, "uncached": {}, "cached_one_at_a_time": {}}
     runs = []
     try:
-        result["sizes"] = first_requests(server, page_id)
+        result["sizes"] = first_requests(stack.servers["worker"], page_id)
+        first_requests(stack.servers["gunicorn"], page_id)
         result["db_queries_per_hit"] = queries_per_hit()
         result["in_process"] = in_process(page_id, args.render_rounds)
+        inline = stack.servers["gunicorn"].port
         for name, path in PATHS.items():
             print(f"{name}: uncached, then cached, one request at a time")
             result["uncached"][name] = one_at_a_time(
-                server.port, path, args.uncached_seconds, 10, lambda: invalidate(page_id)
+                inline, path, args.uncached_seconds, 10, lambda: invalidate(page_id)
             )
             result["cached_one_at_a_time"][name] = one_at_a_time(
-                server.port, path, args.uncached_seconds / 2, 100, None
+                inline, path, args.uncached_seconds / 2, 100, None
             )
-        names = list(PATHS)
         for n in range(args.rounds):
-            for name in names[n % 2 :] + names[: n % 2]:  # rotated: neither always goes first
-                run = run_wrk(args, server, PATHS[name], script, redis_pid)
-                runs.append(run | {"round": n + 1, "url": name})
+            for load in LOADS[n % len(LOADS) :] + LOADS[: n % len(LOADS)]:  # rotated
+                runs.append(run_load(args, stack, load) | {"round": n + 1})
     finally:
-        log_size = server.log.stat().st_size
-        server.stop()
+        stack.stop()
     result["runs"] = runs
-    result["cached"] = {name: medians([r for r in runs if r["url"] == name]) for name in PATHS}
-    text = server.log.read_bytes()[:log_size].decode(errors="replace")
-    result["trouble"] = [line for line in text.splitlines() if TROUBLE.search(line)]
+    result["cached"] = {
+        load.name: medians([r for r in runs if r["load"] == load.name]) for load in LOADS
+    }
+    result["trouble"] = stack.trouble()
     return result
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One URL's wrk rounds: medians of the rates, latencies and CPU; sums of the failures."""
+    """One load's wrk rounds: medians of the rates, latencies and CPU; sums of the failures;
+    the freshness of every change of every round together."""
 
     def median(get: Callable[[dict[str, Any]], float | None]) -> float | None:
         values = [v for v in map(get, runs) if v is not None]
         return statistics.median(values) if values else None
 
+    fresh = [s for r in runs for s in r["fresh_after_s"]]
+    changes = sum(r["changes"] for r in runs)
+    worker_cpu = sum(r["worker_cpu_s"] for r in runs)
     return {
         "rounds": len(runs),
         "per_s": median(lambda r: r["per_s"]),
@@ -720,30 +739,29 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             group: median(lambda r, g=group: r["cpu_ms_per_request"][g])
             for group in runs[0]["cpu_ms_per_request"]
         },
+        "worker_cpu_s_per_run": median(lambda r: r["worker_cpu_s"]),
+        "worker_cpu_ms_per_change": worker_cpu * 1000 / changes if changes else None,
+        "changes": changes,
+        "late_changes": sum(r["late_changes"] for r in runs),
+        "fresh_after_s": percentiles(fresh, (50, 90)) | {"max": max(fresh)} if fresh else None,
         "machine_busy_cores": median(lambda r: r["machine_busy_cores"]),
         "others_cores": median(lambda r: r["others_cores"]),
     }
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    page = result["cached"]["page"]
-    checks = [
-        (
-            f"page from cache: req/s >= {TARGET_PER_S:,.0f}",
-            page["per_s"],
-            page["per_s"] >= TARGET_PER_S,
-        ),
-        (
-            f"page from cache: p99 < {TARGET_P99_MS:g} ms",
-            page["latency_ms"]["p99"],
-            page["latency_ms"]["p99"] < TARGET_P99_MS,
-        ),
-        (
-            "no non-2xx answers or socket errors",
-            sum(r["non_2xx"] + r["socket_errors"] for r in result["cached"].values()),
-            all(r["non_2xx"] == r["socket_errors"] == 0 for r in result["cached"].values()),
-        ),
-    ]
+    checks = []
+    for name in ("page", CHANGING["worker"]):
+        load = result["cached"][name]
+        per_s, p99 = load["per_s"], load["latency_ms"]["p99"]
+        checks += [
+            (f"{name}: req/s >= {TARGET_PER_S:,.0f}", per_s, per_s >= TARGET_PER_S),
+            (f"{name}: p99 < {TARGET_P99_MS:g} ms", p99, p99 < TARGET_P99_MS),
+        ]
+    failures = sum(r["non_2xx"] + r["socket_errors"] for r in result["cached"].values())
+    checks.append(("no non-2xx answers or socket errors", failures, failures == 0))
+    late = sum(r["late_changes"] for r in result["cached"].values())
+    checks.append((f"every change shown within {FRESHNESS_LIMIT:g} s", late, late == 0))
     return [{"target": t, "value": v, "pass": ok} for t, v, ok in checks]
 
 
@@ -752,47 +770,23 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"\nstatus page: {p['components']} components in {GROUPS} groups, 90 days of hourly "
         f"rollups; gunicorn {p['gunicorn']} (processes x threads); wrk -t{p['threads']} "
-        f"-c{p['connections']} for {fmt(p['duration'])} s per URL, {p['rounds']} round(s); "
-        f"load {result['host']['loadavg_1_5_15']} on {result['host']['cpus']} cores\n"
+        f"-c{p['connections']} for {fmt(p['duration'])} s per run, {p['rounds']} round(s); a "
+        f"change every {fmt(p['invalidate_every'])} s in the changing runs; refresh grace "
+        f"{fmt(p['grace'])} s; load {result['host']['loadavg_1_5_15']} on "
+        f"{result['host']['cpus']} cores\n"
     )
     for run in result["runs"]:
         lat = run["latency_ms"]
         print(
-            f"round {run['round']} {run['url']:>12}: {fmt(run['per_s'])} req/s, p50 "
+            f"round {run['round']} {run['load']:>34}: {fmt(run['per_s'])} req/s, p50 "
             f"{fmt(lat['p50'])} p99 {fmt(lat['p99'])} max {fmt(lat['max'])} ms, "
             f"{run['non_2xx']:,} non-2xx, {run['socket_errors']:,} socket errors; machine busy "
             f"{fmt(run['machine_busy_cores'])} cores, of which others {fmt(run['others_cores'])}"
         )
     print()
-    rows = []
-    for name in PATHS:
-        cached, one = result["cached"][name], result["cached_one_at_a_time"][name]
-        miss, size = result["uncached"][name], result["sizes"][name]["bytes_sent"]
-        rows += [
-            [f"{name} cached (wrk, median)", cached["per_s"], cached["latency_ms"]["p50"],
-             cached["latency_ms"]["p99"], cached["non_2xx"], cached["answered_2xx"], size,
-             result["db_queries_per_hit"][name]],
-            [f"{name} cached, one at a time", one["per_s"], one["latency_ms"]["p50"],
-             one["latency_ms"]["p99"], one["non_2xx"], one["requests"], size, ""],
-            [f"{name} uncached, one at a time", miss["per_s"], miss["latency_ms"]["p50"],
-             miss["latency_ms"]["p99"], miss["non_2xx"], miss["requests"], size, ""],
-        ]  # fmt: skip
-    headers = ["", "req/s", "p50 ms", "p99 ms", "non-2xx", "requests", "bytes", "DB queries/hit"]
-    print_table(headers, rows)
+    report_loads(result)
     print()
-    for name in PATHS:
-        one = result["cached_one_at_a_time"][name]["latency_ms"]["p50"]
-        miss = result["uncached"][name]["latency_ms"]["p50"]
-        print(
-            f"{name}: a cache miss takes {fmt(miss / one)}x as long as a hit (p50, one at a time)"
-        )
-    work = result["in_process"]
-    print(
-        f"in process, the page ({work['rounds']} rounds, medians): page_snapshot "
-        f"{fmt(work['snapshot_ms'])} ms ({work['queries']} queries) + render "
-        f"{fmt(work['render_ms'])} ms + gzip {fmt(work['gzip_ms'])} ms = "
-        f"{fmt(work['total_ms'])} ms, {fmt(work['per_s_one_core'])} renders/s on one core"
-    )
+    report_one_at_a_time(result)
     print()
     print("CPU ms per request over the wrk runs (medians), and the machine's busy cores")
     groups = list(result["cached"]["page"]["cpu_ms_per_request"])
@@ -810,14 +804,73 @@ def report(result: dict[str, Any]) -> None:
     print(HOW_TO_READ)
 
 
+def report_loads(result: dict[str, Any]) -> None:
+    rows = []
+    for name, load in result["cached"].items():
+        lat, fresh = load["latency_ms"], load["fresh_after_s"] or {}
+        rows.append(
+            [name, load["per_s"], lat["p50"], lat["p99"], lat["max"],
+             load["non_2xx"] + load["socket_errors"], load["changes"], fresh.get("p50"),
+             fresh.get("max"), load["worker_cpu_s_per_run"], load["worker_cpu_ms_per_change"]]
+        )  # fmt: skip
+    headers = ["wrk runs (medians)", "req/s", "p50 ms", "p99 ms", "max ms", "failed",
+               "changes", "fresh after p50 s", "max s", "worker CPU s", "ms/change"]  # fmt: skip
+    print_table(headers, rows)
+    inline, worker = (result["cached"][CHANGING[k]] for k in ("gunicorn", "worker"))
+    quiet = result["cached"]["page"]
+
+    def times(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+        get = (lambda r: r["per_s"]) if key == "req/s" else (lambda r: r["latency_ms"][key])
+        return f"{key} x{fmt(ratio(get(a), get(b)))}"
+
+    print(
+        "\nwhile the page changes, rendering in the worker instead of gunicorn: "
+        + ", ".join(times(worker, inline, key) for key in ("req/s", "p99", "max"))
+        + "; changing vs quiet (worker): "
+        + ", ".join(times(worker, quiet, key) for key in ("req/s", "p99"))
+    )
+
+
+def report_one_at_a_time(result: dict[str, Any]) -> None:
+    rows = []
+    for name in PATHS:
+        one, miss = result["cached_one_at_a_time"][name], result["uncached"][name]
+        size = result["sizes"][name]["bytes_sent"]
+        for label, run in (("cached", one), ("uncached", miss)):
+            lat = run["latency_ms"]
+            rows.append(
+                [f"{name} {label}, one at a time", run["per_s"], lat["p50"], lat["p99"],
+                 run["non_2xx"], run["requests"], size,
+                 result["db_queries_per_hit"][name] if label == "cached" else ""]
+            )  # fmt: skip
+    print_table(
+        ["", "req/s", "p50 ms", "p99 ms", "non-2xx", "requests", "bytes", "DB queries/hit"], rows
+    )
+    for name in PATHS:
+        one = result["cached_one_at_a_time"][name]["latency_ms"]["p50"]
+        miss = result["uncached"][name]["latency_ms"]["p50"]
+        print(
+            f"{name}: a cache miss takes {fmt(miss / one)}x as long as a hit (p50, one at a time)"
+        )
+    work = result["in_process"]
+    print(
+        f"in process, the page ({work['rounds']} rounds, medians): page_snapshot "
+        f"{fmt(work['snapshot_ms'])} ms ({work['queries']} queries) + render "
+        f"{fmt(work['render_ms'])} ms + gzip {fmt(work['gzip_ms'])} ms = "
+        f"{fmt(work['total_ms'])} ms, {fmt(work['per_s_one_core'])} renders/s on one core"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The status page's throughput under gunicorn.")
     add = parser.add_argument
-    add("--duration", type=float, default=30.0, help="seconds of wrk per URL (default 30)")
+    add("--duration", type=float, default=30.0, help="seconds of each wrk run (default 30)")
     add("--connections", type=int, default=16,
         help="wrk connections (default 16: twice gunicorn's default 2 x 4 threads)")  # fmt: skip
     add("--threads", type=int, default=2, help="wrk threads (default 2)")
-    add("--rounds", type=int, default=1, help="wrk runs per URL, rotated; medians (default 1)")
+    add("--rounds", type=int, default=1, help="runs of each load, rotated; medians (default 1)")
+    add("--invalidate-every", type=float, default=5.0,
+        help="seconds between status changes in the changing runs (default 5)")  # fmt: skip
     add("--components", type=int, default=50, help="components on the page (default 50)")
     add("--uncached-seconds", type=float, default=6.0,
         help="seconds of uncached requests per URL, at least 10 requests (default 6)")  # fmt: skip
@@ -825,12 +878,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--web-concurrency", type=int, help="gunicorn workers (default: gunicorn.conf.py's)")
     add("--web-threads", type=int, help="threads per gunicorn worker (default: its)")
     add("--output", type=Path, help="JSON path (default bench/results/status-page-<time>.json)")
-    add("--keep-logs", action="store_true", help="keep gunicorn's log (kept anyway on failure)")
+    add("--keep-logs", action="store_true", help="keep the processes' logs (kept on failure)")
     args = parser.parse_args(argv)
     if args.connections < args.threads or args.duration < 1 or args.components < 1:
         parser.error("need --connections >= --threads, --duration >= 1, --components >= 1")
     if args.uncached_seconds <= 0 or args.render_rounds < 1 or args.rounds < 1:
         parser.error("need --uncached-seconds > 0, --render-rounds >= 1 and --rounds >= 1")
+    if not 0.5 <= args.invalidate_every <= args.duration:
+        parser.error("need 0.5 <= --invalidate-every <= --duration")
     return args
 
 
@@ -858,10 +913,13 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     finally:
         with contextlib.suppress(SystemExit):
             flush_redis()
+    from django.conf import settings
+
     result["targets"] = targets(result)
     result["params"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result["params"] |= {
         "gunicorn": gunicorn_mix(env),
+        "grace": settings.STATUS_PAGE_REFRESH_GRACE,
         "database": DATABASE,
         "redis_dbs": {"cache": CACHE_DB, "broker": BROKER_DB},
         "host": HOST,
@@ -893,11 +951,11 @@ def main() -> int:
         print(f"\nwritten to {path}")
         ok = not result["trouble"]
         if not ok:
-            print("FAILED: gunicorn logged errors (LOG lines above)")
+            print("FAILED: gunicorn or the worker logged errors (LOG lines above)")
     except Crashed as exc:
         print(f"CRASHED: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("interrupted; gunicorn was stopped", file=sys.stderr)
+        print("interrupted; gunicorn and the worker were stopped", file=sys.stderr)
         return 130
     finally:
         if ok and not args.keep_logs:

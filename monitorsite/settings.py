@@ -147,6 +147,12 @@ else:
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
+# A stale status page is re-rendered by a worker while visitors get the stale
+# copy; a worker that has not done it within this many seconds (none running, a
+# lost message) is overtaken by one request rendering it. 0: every stale page is
+# rendered in the request, as one request at a time. Below the refresh claim's
+# 30 s lifetime (incidents.statuspage.cache.LOCK_TTL), or the claim lapses first.
+STATUS_PAGE_REFRESH_GRACE = env.float("STATUS_PAGE_REFRESH_GRACE", 5.0, 0.0, 20.0)
 
 # --- Celery ------------------------------------------------------------------
 

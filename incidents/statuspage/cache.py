@@ -18,9 +18,20 @@ while a thousand visitors reload it during an outage. So:
 - **Backstop.** Time moves things no signal announces (a maintenance window
   starts, a new day's bar, new rollups), so an entry older than
   STATUS_PAGE_CACHE_TTL seconds is rendered again.
-- **One renderer.** When an entry is stale, one request takes a short lock and
-  renders; the others keep serving the stale bytes meanwhile, so an expiry
-  never turns into a stampede of identical renders against the database.
+- **Rendered elsewhere.** A render is ~0.4 s of CPU, and inside a web process
+  it holds the GIL that every queued hit needs. So when an entry is stale
+  (a generation moved, or the TTL passed), the first request to see it claims
+  a refresh (a short lock whose value is the claim's time), enqueues a Celery
+  task that replays the request in a worker (incidents.statuspage.refresh),
+  and serves the stale bytes, as every other request does meanwhile. Nobody
+  waits for a render and none runs in the web process.
+- **Never stale for long.** If the claim is older than
+  STATUS_PAGE_REFRESH_GRACE seconds (no worker, a lost message, a backlog),
+  or the broker refuses the task, one request renders in the web process
+  after all (a second lock), so with the workers down a change shows within
+  the grace. No entry at all: the request renders (there is nothing to serve
+  meanwhile). A grace of 0 renders every stale entry in the request (one
+  request at a time, the others served stale), as before the workers did it.
 
 Generations are random tokens written with SET, not counters: SET is atomic,
 and an entry rendered from data read before an invalidation carries the old
@@ -38,6 +49,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +79,16 @@ RECENT_ENTRIES = 32  # rendered responses a process keeps (a 50-component page i
 def ttl() -> int:
     """Seconds after which a rendered page is rendered again even without a change."""
     return int(getattr(settings, "STATUS_PAGE_CACHE_TTL", 60))
+
+
+def grace() -> float:
+    """Seconds a claimed refresh may take in a worker before a request renders it itself."""
+    return float(getattr(settings, "STATUS_PAGE_REFRESH_GRACE", 5.0))
+
+
+# Set while a worker replays a request to re-render it (incidents.statuspage.refresh):
+# `cached_response` then renders and stores a stale entry instead of serving it.
+refreshing: ContextVar[bool] = ContextVar("statuspage_refreshing", default=False)
 
 
 def page_gen_key(page_id: int) -> str:
@@ -251,10 +273,7 @@ def cached_response(
         logger.exception("status page cache unreadable; serving this process's copy")
         if entry is not None and now - entry.born < ttl():
             return respond(request, entry)  # no invalidation can reach us: the TTL bounds it
-        response = render()
-        if response.status_code == 200 and not response.streaming:
-            return respond(request, store(page_id, name, None, None, response, encoding))
-        return response
+        return render_and_store(Job(request, page_id, name, None, None, render))
     gen, page_gen = found.get(GEN), found.get(page_key)
     if entry is not None and entry.fresh(gen, page_gen, now):
         return respond(request, entry)
@@ -262,18 +281,131 @@ def cached_response(
     if shared is not None and shared.fresh(gen, page_gen, now):
         _recent.put(key, shared)
         return respond(request, shared)
-    entry = shared or entry
-    claimed = claim(page_id, name)
-    if entry is not None and not claimed:
-        return respond(request, entry)  # stale, while another request renders it
+    stale, job = shared or entry, Job(request, page_id, name, gen, page_gen, render)
+    if refreshing.get():  # a worker replaying this request: render it, serve nobody stale
+        return render_and_store(job, keep=False)
+    if stale is None or grace() <= 0:
+        return render_inline(job, stale)
+    refresh = refresh_in_background(request, page_id, name, now)
+    if refresh.in_hand:
+        return respond(request, stale)
+    return render_inline(job, stale, refresh.overdue)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A response to render and store, with the generations read before rendering it."""
+
+    request: HttpRequest
+    page_id: int
+    name: str
+    gen: Any
+    page_gen: Any
+    render: Callable[[], HttpResponse]
+
+
+def render_inline(job: Job, stale: Entry | None, overdue: str = "") -> HttpResponse:
+    """Render in this request, one request at a time: the others get `stale` meanwhile.
+
+    `overdue` is a worker's refresh claim past its grace: once rendered here, it
+    is freed, so the next change goes to a worker again.
+    """
+    claimed = claim(job.page_id, job.name)
+    if stale is not None and not claimed:
+        return respond(job.request, stale)
     try:
-        response = render()
-        if response.status_code == 200 and not response.streaming:
-            return respond(request, store(page_id, name, gen, page_gen, response, encoding))
-        return response
+        response = render_and_store(job)
     finally:
         if claimed:
-            release(page_id, name)
+            release(job.page_id, job.name)
+    if overdue:
+        release_refresh(job.page_id, job.name, overdue)
+    return response
+
+
+def render_and_store(job: Job, keep: bool = True) -> HttpResponse:
+    """`render()`, stored under the generations read before it when it is a 200.
+
+    `keep=False` leaves this process's copies alone (a worker serves no visitor).
+    """
+    encoding = "gzip" if accepts_gzip(job.request) else "identity"
+    response = job.render()
+    if response.status_code == 200 and not response.streaming:
+        entry = store(job.page_id, job.name, job.gen, job.page_gen, response, encoding, keep)
+        return respond(job.request, entry)
+    return response
+
+
+# --- Refreshing in a worker ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Where a stale entry's re-render stands, for a request that found it stale."""
+
+    in_hand: bool  # a worker has it (queued now, or claimed within the grace): serve stale
+    overdue: str = ""  # the token of a claim past its grace, when this request renders instead
+
+
+def refresh_key(page_id: int, name: str) -> str:
+    return f"statuspage:refresh:{page_id}:{name}"
+
+
+def refresh_in_background(request: HttpRequest, page_id: int, name: str, now: float) -> Refresh:
+    """Claim the entry's refresh and enqueue it, or see how old another request's claim is."""
+    key, token = refresh_key(page_id, name), new_token()
+    try:
+        claimed = cache.add(key, (now, token), timeout=LOCK_TTL)
+    except Exception:
+        logger.exception("could not claim a status page refresh; rendering in the request")
+        return Refresh(in_hand=False)
+    if claimed:
+        if enqueue_refresh(request, page_id, name, token):
+            return Refresh(in_hand=True)
+        release_refresh(page_id, name, token)  # no worker will run it
+        return Refresh(in_hand=False)
+    try:
+        held = cache.get(key)
+    except Exception:
+        held = None
+    if not isinstance(held, tuple) or len(held) != 2:
+        return Refresh(in_hand=True)  # released a moment ago: the next request sees the result
+    claimed_at, held_token = held
+    if now - float(claimed_at) <= grace():
+        return Refresh(in_hand=True)
+    return Refresh(in_hand=False, overdue=str(held_token))
+
+
+def enqueue_refresh(request: HttpRequest, page_id: int, name: str, token: str) -> bool:
+    """Hand the re-render to a worker; False when it cannot be (the request renders it)."""
+    from incidents.statuspage.refresh import request_facts
+    from incidents.statuspage.tasks import refresh_page
+
+    facts = request_facts(request)
+    if facts is None:
+        return False
+    try:
+        # No publish retries: a visitor is waiting, and rendering here is the fallback.
+        refresh_page.apply_async(args=[page_id, name, token, facts], expires=LOCK_TTL, retry=False)
+    except Exception:
+        logger.exception("could not enqueue a status page refresh; rendering in the request")
+        return False
+    return True
+
+
+def release_refresh(page_id: int, name: str, token: str) -> None:
+    """Free a refresh claim if it is still `token`'s (a late task must not free a newer one).
+
+    Read, then delete: not atomic, but a newer claim can only appear once this
+    one is gone, so the window is the instant between the two round trips.
+    """
+    key = refresh_key(page_id, name)
+    try:
+        held = cache.get(key)
+        if isinstance(held, tuple) and len(held) == 2 and held[1] == token:
+            cache.delete(key)
+    except Exception:
+        logger.exception("could not release a status page refresh claim")
 
 
 class Recent:
@@ -351,7 +483,13 @@ def release(page_id: int, name: str) -> None:
 
 
 def store(
-    page_id: int, name: str, gen: Any, page_gen: Any, response: HttpResponse, encoding: str
+    page_id: int,
+    name: str,
+    gen: Any,
+    page_gen: Any,
+    response: HttpResponse,
+    encoding: str,
+    keep: bool = True,
 ) -> Entry:
     """Keep both encodings of a fresh render; returns the one this request asked for."""
     body = response.content
@@ -378,7 +516,8 @@ def store(
         )
     except Exception:
         logger.exception("could not store a rendered status page")
-    _recent.put(out_key(page_id, name, encoding), entries[encoding])
+    if keep:
+        _recent.put(out_key(page_id, name, encoding), entries[encoding])
     return entries[encoding]
 
 

@@ -1,4 +1,4 @@
-"""Celery tasks of the status page: thin wrappers over incidents.statuspage.publishing.
+"""Celery tasks of the status page: thin wrappers over publishing and refresh.
 
 Celery's autodiscovery finds `incidents.tasks` only; that module imports this
 one so the worker registers these tasks.
@@ -19,7 +19,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from alerts.transports.base import TransportError
-from incidents.statuspage import publishing
+from incidents.statuspage import cache, publishing, refresh
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ MAX_BACKOFF = 3600.0
 # mail); the limits stop a stuck send well before the broker redelivers.
 SOFT_LIMIT = int(3 * float(settings.NOTIFY_TIMEOUT) + 30)
 HARD_LIMIT = SOFT_LIMIT + 15
+# A render takes well under a second; stop one long before its claim (cache.LOCK_TTL)
+# lapses and a second worker could be handed the same page.
+REFRESH_SOFT_LIMIT = cache.LOCK_TTL - 10
+REFRESH_HARD_LIMIT = cache.LOCK_TTL - 5
 
 
 def max_retries() -> int:
@@ -71,3 +75,17 @@ def deliver_confirmation(self: Any, subscriber_id: int) -> str:
         return publishing.deliver_confirmation(subscriber_id)
     except TransportError as exc:
         return retry_or_give_up(self, exc, f"confirmation to subscriber {subscriber_id}")
+
+
+@shared_task(ignore_result=True, soft_time_limit=REFRESH_SOFT_LIMIT, time_limit=REFRESH_HARD_LIMIT)
+def refresh_page(page_id: int, name: str, claim: str, facts: dict[str, Any]) -> str:
+    """Render one stale status page response in this worker (see incidents.statuspage.refresh).
+
+    Enqueued with `expires` = the claim's lifetime: a message older than its
+    claim is dropped, since a request has rendered the page by then. The claim
+    is freed however the render ends, so the next change is refreshed at once.
+    """
+    try:
+        return refresh.replay(page_id, facts)
+    finally:
+        cache.release_refresh(page_id, str(name), str(claim))

@@ -22,9 +22,9 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from incidents.models import ComponentStatus, PublicIncident, StatusPage
+from incidents.models import ComponentStatus, Maintenance, PublicIncident, StatusPage
 from incidents.statuspage.cache import cached_response
-from incidents.statuspage.derive import incident_dict, worst
+from incidents.statuspage.derive import incident_dict, maintenance_dict, worst
 from incidents.statuspage.pages import page_for, snapshot_for
 
 CACHE_CONTROL = "public, max-age=10"
@@ -332,29 +332,75 @@ def month_start(day: date, back: int = 0) -> date:
 
 
 def history_context(page: StatusPage, number: int) -> dict[str, Any]:
-    """HISTORY_MONTHS months of published incidents, newest month first."""
+    """HISTORY_MONTHS months of published incidents and past maintenance, newest first."""
     tz = zone(page)
-    today = timezone.now().astimezone(tz).date()
-    newest = month_start(today, (number - 1) * HISTORY_MONTHS)
+    now = timezone.now()
+    newest = month_start(now.astimezone(tz).date(), (number - 1) * HISTORY_MONTHS)
     months = [month_start(newest, n) for n in range(HISTORY_MONTHS)]
     since = datetime.combine(months[-1], datetime.min.time(), tzinfo=tz)
     until = datetime.combine(month_start(newest, -1), datetime.min.time(), tzinfo=tz)
-    found = list(
-        published(page).filter(created_at__gte=since, created_at__lt=until).order_by("-created_at")
-    )
-    by_month: dict[date, list[dict[str, Any]]] = {month: [] for month in months}
+    by_month: dict[date, list[tuple[datetime, dict[str, Any]]]] = {month: [] for month in months}
+    found = published(page).filter(created_at__gte=since, created_at__lt=until)
     for item in found:
         names = {c.pk: c.name for c in item.components.all()}
         by_month[month_start(item.created_at.astimezone(tz).date())].append(
-            present_incident(incident_dict(item), tz, names)
+            (
+                item.created_at,
+                {"kind": "incident", **present_incident(incident_dict(item), tz, names)},
+            )
         )
-    older = number < HISTORY_PAGES and published(page).filter(created_at__lt=since).exists()
+    for window in past_maintenance(page, now).filter(starts_at__gte=since, starts_at__lt=until):
+        by_month[month_start(window.starts_at.astimezone(tz).date())].append(
+            (window.starts_at, present_past_maintenance(window, page, tz))
+        )
+    older = number < HISTORY_PAGES and (
+        published(page).filter(created_at__lt=since).exists()
+        or past_maintenance(page, now).filter(starts_at__lt=since).exists()
+    )
     return {
         "site": site_context(page),
-        "months": [{"name": f"{month:%B %Y}", "incidents": by_month[month]} for month in months],
+        "months": [
+            {
+                "name": f"{month:%B %Y}",
+                "items": [
+                    item for _, item in sorted(by_month[month], key=lambda i: i[0], reverse=True)
+                ],
+            }
+            for month in months
+        ],
         "newer": f"?page={number - 1}" if number > 1 else "",
         "older": f"?page={number + 1}" if older else "",
     }
+
+
+def past_maintenance(page: StatusPage, now: datetime) -> QuerySet[Maintenance]:
+    """The page's announced one-off windows that have ended.
+
+    Recurring windows (weekly, cron) are left out: their occurrences are the
+    routine slot a visitor already sees announced on the front page, a nightly
+    rule would bury the incidents under identical entries, and listing a cron
+    rule's past runs over months has no useful bound.
+    """
+    return (
+        Maintenance.objects.filter(
+            public=True,
+            components__page=page,
+            recurrence=Maintenance.Recurrence.ONCE,
+            ends_at__lte=now,
+        )
+        .distinct()
+        .prefetch_related("components")
+    )
+
+
+def present_past_maintenance(
+    window: Maintenance, page: StatusPage, tz: zoneinfo.ZoneInfo
+) -> dict[str, Any]:
+    end = window.ends_at or window.starts_at  # never None: past_maintenance asks for an end
+    # Only this page's components: a window may cover other pages' too.
+    names = {c.pk: c.name for c in window.components.all() if c.page_id == page.pk}
+    item = maintenance_dict(window, window.starts_at, end, "completed")
+    return {"kind": "maintenance", **present_maintenance(item, tz, names)}
 
 
 # --- The frame every page shares -----------------------------------------------------------

@@ -80,6 +80,7 @@ def browser(live_server: Any) -> Iterator[Any]:
 def site(live_server: Any, collected_static: Path, settings: Any) -> Iterator[str]:
     """The status page's base URL, served by the live server as production serves it."""
     scenes.allow_host(settings)
+    scenes.render_in_request(settings)
     scenes.isolate_cache(settings)
     # The live server puts Django's finder-based static handler in front of the
     # app, which knows nothing of the manifest's hashed names. Production runs

@@ -84,6 +84,16 @@ def allow_host(settings_fixture: Any, host: str = HOST) -> None:
     settings_fixture.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, host]
 
 
+def render_in_request(settings_fixture: Any) -> None:
+    """Stale pages are rendered by the request that finds them (STATUS_PAGE_REFRESH_GRACE=0).
+
+    For tests about what a page shows after a change: by default a worker
+    re-renders it while visitors get the stale copy (test_status_refresh.py
+    tests that path), and no worker runs here.
+    """
+    settings_fixture.STATUS_PAGE_REFRESH_GRACE = 0
+
+
 def isolate_cache(settings_fixture: Any) -> Callable[[], None]:
     """A cache namespace of this test's own: test runs share one Redis, and page ids repeat.
 

@@ -38,6 +38,7 @@ SECRETS = ("internal-db-primary", "hunter2", "10.0.3.7", "connection refused", "
 def status_host(settings: Any) -> None:
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, HOST]
     settings.SITE_URL = "https://watchpost.acme.test"
+    settings.STATUS_PAGE_REFRESH_GRACE = 0  # changes show on the next request (no worker here)
     # A key prefix of this test's own: the test Redis is shared with other runs.
     caches = copy.deepcopy(settings.CACHES)
     caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"

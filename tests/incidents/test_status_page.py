@@ -45,6 +45,7 @@ NOW = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
 def status_host(settings: Any) -> Iterator[None]:
     scenes.allow_host(settings)
     scenes.allow_host(settings, "status.other.test")
+    scenes.render_in_request(settings)
     forget = scenes.isolate_cache(settings)
     yield
     forget()
@@ -354,6 +355,67 @@ def test_the_history_lists_published_incidents_by_month(client: Client) -> None:
     assert "Old outage" not in first and "Old outage" in second.split("July 2026")[1]
     assert 'href="?page=2"' in first and 'href="?page=1"' in second
     assert "No incidents reported." in first  # September
+
+
+def past_window(
+    title: str, start: datetime, hours: float, *components: Component, **fields: Any
+) -> Maintenance:
+    fields.setdefault("public", True)
+    fields.setdefault("ends_at", start + timedelta(hours=hours))
+    window = Maintenance.objects.create(title=title, starts_at=start, **fields)
+    window.components.set(components)
+    return window
+
+
+def test_the_history_shows_past_public_maintenance_among_the_incidents(client: Client) -> None:
+    with time_machine.travel(NOW, tick=False):
+        scene = scenes.operational_scene(NOW)
+        db, cdn = scene.components["Database"], scene.components["CDN"]
+        other = StatusPage.objects.create(title="Other Corp", host="status.other.test")
+        billing = Component.objects.create(page=other, name="Billing")
+        for title, days_ago in (("Login failures", 3), ("Slow dashboard", 13)):
+            PublicIncident.objects.create(
+                page=scene.page, title=title, status="resolved", published_at=NOW,
+                created_at=NOW - timedelta(days=days_ago),
+                resolved_at=NOW - timedelta(days=days_ago, hours=-1),
+            )  # fmt: skip
+        upgrade = past_window(
+            "Database upgrade", datetime(2026, 11, 10, 2, 0, tzinfo=UTC), 1.5, db, billing,
+            public_description="Upgrading the cluster to a new major version.",
+        )  # fmt: skip
+        upgrade.monitors.set([scene.monitors["prod-db-primary"]])
+        past_window(HOSTILE[0], datetime(2026, 10, 20, 22, 0, tzinfo=UTC), 3, cdn)
+        past_window(
+            "Kernel patching", datetime(2026, 11, 12, 1, 0, tzinfo=UTC), 1, db, public=False
+        )
+        past_window("Their migration", datetime(2026, 11, 11, 1, 0, tzinfo=UTC), 1, billing)
+        past_window("Still running", NOW - timedelta(hours=1), 2, cdn)
+        past_window(
+            "Weekly backups", datetime(2026, 9, 1, 1, 0, tzinfo=UTC), 0, db,
+            recurrence="weekly", weekdays=[0, 3], start_time=datetime.min.time(),
+            duration_minutes=60, ends_at=None,
+        )  # fmt: skip
+        past_window("Old network work", datetime(2026, 7, 1, 1, 0, tzinfo=UTC), 1, cdn)
+        first = html(client, "/history/")
+        second = html(client, "/history/?page=2")
+    november = first.split("November 2026")[1].split("October 2026")[0]
+    order = ["Login failures", "Database upgrade", "Slow dashboard"]  # newest first
+    assert [november.index(title) for title in order] == sorted(november.index(t) for t in order)
+    window = november.split("Database upgrade")[1].split("Slow dashboard")[0]
+    assert "Maintenance" in window and "pill-maintenance" in window
+    # Its times in the page's timezone, the page's own components, the public words only.
+    assert '<time datetime="2026-11-10T03:00:00+01:00">Nov 10, 2026, 03:00 CET</time>' in window
+    assert '<time datetime="2026-11-10T04:30:00+01:00">04:30</time>' in window
+    assert "Affects Database<" in window and "Billing" not in first
+    assert "Upgrading the cluster to a new major version." in window
+    october = first.split("October 2026")[1].split("September 2026")[0]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in october and HOSTILE[0] not in first
+    for hidden in ("Kernel patching", "Their migration", "Still running", "Weekly backups"):
+        assert hidden not in first + second
+    for private in scenes.PRIVATE:
+        assert private not in first
+    # Older maintenance alone is reason enough to offer the older page.
+    assert 'href="?page=2"' in first and "Old network work" in second.split("July 2026")[1]
 
 
 # --- Safety -------------------------------------------------------------------------------------

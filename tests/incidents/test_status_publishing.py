@@ -30,6 +30,7 @@ def own_cache(settings: Any) -> None:
     caches = copy.deepcopy(settings.CACHES)
     caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
     settings.CACHES = caches
+    settings.STATUS_PAGE_REFRESH_GRACE = 0  # changes show on the next request (no worker here)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ LINK = re.compile(r"https?://status\.acme\.test/[\w/.-]+/")
 def status_host(settings: Any) -> None:
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, HOST]
     settings.SITE_URL = "https://watchpost.acme.test"
+    settings.STATUS_PAGE_REFRESH_GRACE = 0  # changes show on the next request (no worker here)
     settings.DELIVERY_RETRY_BASE = 0.01
     # A key prefix of this test's own: the test Redis is shared with other runs.
     caches = copy.deepcopy(settings.CACHES)

@@ -42,6 +42,12 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("EMAIL_PORT", "smtp", "EMAIL_PORT: expected a whole number, got 'smtp'"),
         ("SECRET_KEY", "short", "SECRET_KEY: must be at least 32 characters long"),
         ("SITE_URL", "status.example.com", "SITE_URL: scheme must be one of http://, https://"),
+        ("STATUS_PAGE_REFRESH_GRACE", "soon", "STATUS_PAGE_REFRESH_GRACE: expected a number"),
+        (
+            "STATUS_PAGE_REFRESH_GRACE",
+            "60",
+            "STATUS_PAGE_REFRESH_GRACE: must be between 0.0 and 20",
+        ),
     ],
 )
 def test_it_stops_with_one_line_naming_the_variable(
