@@ -230,7 +230,9 @@ def first_ping(port: int, key: str, stack: Stack) -> None:
     """One ping through the whole path, so a broken setup fails before the load."""
     url = f"http://127.0.0.1:{port}/ping/{key}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        # A worker's first request loads the app and connects; on a machine
+        # busy with other work that alone took more than 10 s.
+        with urllib.request.urlopen(url, timeout=60) as answer:
             if answer.status != 200:
                 raise Crashed(f"first ping answered {answer.status}")
     except OSError as exc:

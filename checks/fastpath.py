@@ -31,7 +31,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import ResolverMatch
 from django.utils.module_loading import import_string
 
-from checks.views import resolve_ping
+from checks.views import is_ping_path, resolve_ping
 
 PING_MIDDLEWARE = "checks.views.PingMiddleware"
 PREFIX = "/ping/"
@@ -81,7 +81,7 @@ class PingHandler(WSGIHandler):
         if settings.SESSION_COOKIE_NAME in environ.get("HTTP_COOKIE", ""):
             return False
         # A path no ping pattern matches (/ping/a/b/c) gets Django's own 404.
-        return resolve_ping(get_path_info(environ)) is not None
+        return is_ping_path(get_path_info(environ))
 
 
 def call_ping_view(request: HttpRequest) -> HttpResponse:

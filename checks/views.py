@@ -54,6 +54,12 @@ def resolve_ping(path_info: str) -> ResolverMatch | None:
     return None
 
 
+def is_ping_path(path_info: str) -> bool:
+    """resolve_ping(path_info) is not None, without building the ResolverMatch."""
+    path = path_info[1:]
+    return path_info.startswith("/ping/") and any(p.pattern.match(path) for p in ping_patterns())
+
+
 @functools.cache
 def ping_patterns() -> list[URLPattern]:
     from checks.urls import urlpatterns  # the same patterns the URLconf serves

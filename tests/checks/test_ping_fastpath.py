@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 import wsgiref.util
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -384,8 +386,23 @@ def test_a_database_outage_is_djangos_500_and_reaches_the_error_log(
 # --- Under gunicorn ------------------------------------------------------------------------
 
 
+@dataclass
+class Gunicorn:
+    url: str
+    log: Path
+
+    def access_lines(self, count: int) -> list[str]:
+        """The last `count` access-log lines, once they are written (after each answer)."""
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [line for line in self.log.read_text().splitlines() if '"' in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines[-count:]
+            time.sleep(0.05)
+
+
 @pytest.fixture
-def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[str]:
+def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Gunicorn]:
     """gunicorn as `make run` starts it, on this test's database and Redis."""
     port = free_port()
     db = connection.settings_dict
@@ -421,7 +438,7 @@ def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[str]:
                 process.kill()
                 pytest.fail(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-    yield base
+    yield Gunicorn(base, log)
     process.terminate()
     process.wait(timeout=30)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
@@ -438,18 +455,19 @@ def request(url: str, method: str = "GET", data: bytes | None = None) -> tuple[i
 
 
 @pytest.mark.slow
-def test_under_gunicorn_a_job_sees_its_pings_recorded(gunicorn: str) -> None:
+def test_under_gunicorn_a_job_sees_its_pings_recorded(gunicorn: Gunicorn) -> None:
+    base = gunicorn.url
     monitor = heartbeat()
     key = monitor.ping_key
-    status, headers, body = request(f"{gunicorn}/ping/{key}")
+    status, headers, body = request(f"{base}/ping/{key}")
     assert (status, body, headers["Content-Length"]) == (200, b"OK", "2")
     assert headers["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert request(f"{gunicorn}/ping/{key}/fail", "POST", b"z" * 50_000)[0] == 200
-    assert request(f"{gunicorn}/ping/{key}/2", "HEAD")[0] == 200
-    assert request(f"{gunicorn}/ping/{key}", "PUT", b"x")[0] == 405
-    assert request(f"{gunicorn}/ping/{UNKNOWN_KEY}")[0] == 404
-    assert request(f"{gunicorn}/ping/a/b/c")[0] == 404
+    assert request(f"{base}/ping/{key}/fail", "POST", b"z" * 50_000)[0] == 200
+    assert request(f"{base}/ping/{key}/2", "HEAD")[0] == 200
+    assert request(f"{base}/ping/{key}", "PUT", b"x")[0] == 405
+    assert request(f"{base}/ping/{UNKNOWN_KEY}")[0] == 404
+    assert request(f"{base}/ping/a/b/c")[0] == 404
     stored = Ping.objects.filter(monitor=monitor).order_by("id")
     assert list(stored.values_list("kind", "exit_code", "method", "remote_addr", "user_agent")) == [
         ("success", None, "GET", "127.0.0.1", "backup-job/1.0"),
@@ -457,3 +475,16 @@ def test_under_gunicorn_a_job_sees_its_pings_recorded(gunicorn: str) -> None:
         ("exit_code", 2, "HEAD", "127.0.0.1", "backup-job/1.0"),
     ]
     assert [len(body) for body in stored.values_list("body", flat=True)] == [0, 10240, 0]
+
+
+@pytest.mark.slow
+def test_under_gunicorn_every_ping_has_its_access_log_line(gunicorn: Gunicorn) -> None:
+    monitor = heartbeat()
+    assert request(f"{gunicorn.url}/health/live")[0] == 200  # the startup check's line, and one
+    assert request(f"{gunicorn.url}/ping/{monitor.ping_key}?run=1")[0] == 200
+    assert request(f"{gunicorn.url}/ping/{UNKNOWN_KEY}/fail", "POST", b"x")[0] == 404
+    lines = gunicorn.access_lines(2)
+    assert [re.sub(r" [0-9]+ms$", " Nms", line) for line in lines] == [
+        f'127.0.0.1 "GET /ping/{monitor.ping_key}?run=1 HTTP/1.1" 200 2 Nms',
+        f'127.0.0.1 "POST /ping/{UNKNOWN_KEY}/fail HTTP/1.1" 404 9 Nms',
+    ]
