@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -401,21 +402,17 @@ class Gunicorn:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Gunicorn]:
-    """gunicorn as `make run` starts it, on this test's database and Redis."""
+@contextlib.contextmanager
+def running_gunicorn(tmp_path: Path, env: dict[str, str]) -> Iterator[Gunicorn]:
+    """gunicorn as `make run` starts it, in the environment `env` plus its bind and secret."""
     port = free_port()
-    db = connection.settings_dict
     env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.CACHES["default"]["LOCATION"],
         "WATCHPOST_DATA_DIR": str(tmp_path),
         "WATCHPOST_BIND": f"127.0.0.1:{port}",
         "SECRET_KEY": "gunicorn-ping-test-not-a-secret-0123456789",
         "WEB_CONCURRENCY": "1",
         "WEB_THREADS": "2",
-        "PING_RATE_LIMIT": "1000",
+        **env,
     }
     gunicorn = Path(sys.executable).parent / "gunicorn"
     log = tmp_path / "gunicorn.log"
@@ -438,10 +435,26 @@ def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Gunicorn]:
                 process.kill()
                 pytest.fail(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-    yield Gunicorn(base, log)
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield Gunicorn(base, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture
+def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Gunicorn]:
+    """gunicorn on this test's database and Redis."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.CACHES["default"]["LOCATION"],
+        "PING_RATE_LIMIT": "1000",
+    }
+    with running_gunicorn(tmp_path, env) as server:
+        yield server
 
 
 def request(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, Any, bytes]:
@@ -488,3 +501,41 @@ def test_under_gunicorn_every_ping_has_its_access_log_line(gunicorn: Gunicorn) -
         f'127.0.0.1 "GET /ping/{monitor.ping_key}?run=1 HTTP/1.1" 200 2 Nms',
         f'127.0.0.1 "POST /ping/{UNKNOWN_KEY}/fail HTTP/1.1" 404 9 Nms',
     ]
+
+
+EMBEDDED_SETUP = """
+from checks.models import Monitor
+monitor = Monitor.objects.create(name="cron", kind="heartbeat", options={"period": 60, "grace": 60})
+print(monitor.ping_key)
+"""
+
+
+@pytest.mark.slow
+def test_under_gunicorn_on_the_embedded_default_pings_are_recorded_and_limited(
+    tmp_path: Path,
+) -> None:
+    # SQLite and the file cache: nothing of this test's PostgreSQL or Redis.
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    env |= {"WATCHPOST_DATA_DIR": str(tmp_path), "PING_RATE_LIMIT": "2"}
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=REPO, env=env, check=True, timeout=300)
+    setup = [*manage, "shell", "-c", EMBEDDED_SETUP]
+    made = subprocess.run(setup, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    key = made.stdout.split()[-1]  # after what the shell says it imported
+    with running_gunicorn(tmp_path, env) as server:
+        answers = [
+            request(f"{server.url}/ping/{key}/start")[0],
+            request(f"{server.url}/ping/{key}", "POST", b"done\x00 in 3 s")[0],
+            request(f"{server.url}/ping/{key}")[0],
+        ]
+    assert answers == [200, 200, 429]
+    with sqlite3.connect(tmp_path / "watchpost.sqlite3") as db:
+        rows = db.execute("SELECT kind, method, body, remote_addr FROM checks_ping ORDER BY id")
+        assert rows.fetchall() == [
+            ("start", "GET", "", "127.0.0.1"),
+            ("success", "POST", "done in 3 s", "127.0.0.1"),
+        ]
