@@ -191,6 +191,9 @@ def command(connection: Any, *args: Any) -> Any:
     return connection.read_response()
 
 
+# Jobs ping from a few addresses again and again, and parsing one took a
+# twentieth of the view's CPU.
+@functools.lru_cache(maxsize=4096)
 def remote_addr(raw: str) -> str | None:
     # REMOTE_ADDR only: X-Forwarded-For is whatever the caller wrote unless a
     # trusted proxy set it, and this address is shown to operators as fact.
