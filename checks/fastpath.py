@@ -60,6 +60,8 @@ class PingHandler(WSGIHandler):
     WSGIHandler and BaseHandler.get_response run as they are: script prefix,
     request_started, the request object, the URLconf reset, 4xx logging, the
     status line, and request_finished when the server closes the response.
+    Sentry's Django integration patches WSGIHandler.__call__, so it sees
+    pings too.
     """
 
     def __init__(self, acting: list[str]) -> None:
