@@ -1,9 +1,10 @@
 """Heartbeat pings through a lean Django handler, at the WSGI level.
 
-A ping is one INSERT and one Redis round trip, and at a thousand pings a
-second Django's handler around it (ten middleware, each wrapped twice, a
-session store, the root URLconf) cost the web workers as much CPU as the
-work itself. `PingFastPath` wraps the WSGI application (monitorsite.wsgi): a
+A ping is one INSERT and one Redis round trip; through Django's whole
+handler it also passes ten middleware, each wrapped twice, a session store and
+the status-page router, which do nothing for it (bench/README.md: the fast
+path takes 13% off the web workers' CPU per ping). `PingFastPath` wraps the
+WSGI application (monitorsite.wsgi): a
 request for a ping URL goes to a handler of its own, built from Django's
 WSGIHandler with a middleware chain cut down to the middleware that acts on
 ping URLs, around the same view PingMiddleware calls. So a ping gets the same
