@@ -3,7 +3,7 @@
 A ping is one INSERT and one Redis round trip; through Django's whole
 handler it also passes ten middleware, each wrapped twice, a session store and
 the status-page router, which do nothing for it (bench/README.md: the fast
-path takes 13% off the web workers' CPU per ping). `PingFastPath` wraps the
+path takes a further 4-8% off the app's CPU per ping). `PingFastPath` wraps the
 WSGI application (monitorsite.wsgi): a
 request for a ping URL goes to a handler of its own, built from Django's
 WSGIHandler with a middleware chain cut down to the middleware that acts on
