@@ -8,12 +8,15 @@ loopback port, and drives `/ping/<key>` over every key with wrk (Debian's
 against wrk's 2xx answers and reports pings/s, latency p50/p99, CPU-seconds per
 1,000 pings of gunicorn, PostgreSQL and Redis, and PASS/FAIL against the target.
 
-With several `--mix WORKERSxTHREADS` (gunicorn processes x threads each) and
-`--rounds N`, it measures the mixes one after another in a rotated order, N
-times, and reports each mix's medians side by side.
+With several `--mix WORKERSxTHREADS` (gunicorn processes x threads each),
+`--path fast --path django` (pings through the WSGI fast path, the default,
+or through Django's whole handler: PING_FAST_PATH=false) and `--rounds N`, it
+measures every mix and path one after another in a rotated order, N times,
+and reports the medians of each side by side.
 
     make bench-pings                                  # the production defaults
     make bench-pings BENCH_ARGS="--mix 2x4 --mix 4x2 --rounds 3"
+    make bench-pings BENCH_ARGS="--path fast --path django --rounds 3"
     .venv/bin/python bench/pings.py [--duration 30] [--wrk-threads 2] [--connections 32]
 
 Prints the figures and writes bench/results/pings-<timestamp>.json (or --output).
@@ -162,6 +165,17 @@ class Mix:
         return cls(int(workers), int(threads))
 
 
+PATHS = ("fast", "django")
+
+
+# One measured configuration: a gunicorn mix and the way pings take through the app.
+Variant = tuple[Mix, str]
+
+
+def variant_name(variant: Variant) -> str:
+    return f"{variant[0]} {variant[1]}"
+
+
 def production_mix() -> Mix:
     """What monitorsite/gunicorn.conf.py starts when WEB_CONCURRENCY and WEB_THREADS are unset."""
     saved = {name: os.environ.pop(name, None) for name in ("WEB_CONCURRENCY", "WEB_THREADS")}
@@ -216,7 +230,9 @@ def first_ping(port: int, key: str, stack: Stack) -> None:
     """One ping through the whole path, so a broken setup fails before the load."""
     url = f"http://127.0.0.1:{port}/ping/{key}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        # A worker's first request loads the app and connects; on a machine
+        # busy with other work that alone took more than 10 s.
+        with urllib.request.urlopen(url, timeout=60) as answer:
             if answer.status != 200:
                 raise Crashed(f"first ping answered {answer.status}")
     except OSError as exc:
@@ -344,7 +360,7 @@ def report(result: dict[str, Any]) -> None:
     for run in result["runs"]:
         p, lat = run["pings"], run["latency_ms"]
         print(
-            f"round {run['round']} {run['mix']:>5}: {fmt(p['per_s'])} pings/s "
+            f"round {run['round']} {run['mix']:>11}: {fmt(p['per_s'])} pings/s "
             f"({p['answered_2xx']:,} 2xx, {p['non_2xx']:,} non-2xx, {p['socket_errors']:,} "
             f"socket errors), recorded {p['recorded_minus_2xx']:+,} vs 2xx, p50 "
             f"{fmt(lat['p50'])} p99 {fmt(lat['p99'])} max {fmt(lat['max'])} ms, machine busy "
@@ -363,13 +379,15 @@ def report(result: dict[str, Any]) -> None:
         ]
         for name, mix in result["mixes"].items()
     ]
-    print("medians per mix (gunicorn processes x threads); CPU in ms per ping")
-    print_table(["mix", "pings/s", "p50 ms", "p99 ms", *groups, "busy cores"], rows)
+    print("medians per mix (gunicorn processes x threads) and path; CPU in ms per ping")
+    print_table(["mix path", "pings/s", "p50 ms", "p99 ms", *groups, "busy cores"], rows)
     print()
     for name, mix in result["mixes"].items():
         for t in mix["targets"]:
-            print(f"{'PASS' if t['pass'] else 'FAIL'}  {name:>5}  {t['target']}: {fmt(t['value'])}")
-        print(f"{'PASS' if mix['pass'] else 'FAIL'}  {name:>5}  overall")
+            print(
+                f"{'PASS' if t['pass'] else 'FAIL'}  {name:>11}  {t['target']}: {fmt(t['value'])}"
+            )
+        print(f"{'PASS' if mix['pass'] else 'FAIL'}  {name:>11}  overall")
     for line in result["trouble"][:10]:
         print(f"LOG   {line}")
     print()
@@ -387,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="gunicorn processes x threads, repeatable (default: gunicorn.conf.py's)")  # fmt: skip
     add("--web-concurrency", type=int, help="gunicorn workers (with --web-threads: one --mix)")
     add("--web-threads", type=int, help="threads per gunicorn worker")
+    add("--path", choices=PATHS, action="append", default=[],
+        help="fast (default) or django (PING_FAST_PATH=false), repeatable")  # fmt: skip
     add("--rounds", type=int, default=1, help="times each mix is measured, rotated (default 1)")
     add("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     add("--connections", type=int, default=32, help="wrk connections (default 32)")
@@ -406,6 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
         )
     args.mix = list(dict.fromkeys(args.mix)) or [args.production_mix]
+    args.path = list(dict.fromkeys(args.path)) or ["fast"]
+    args.variants = [(mix, path) for mix in args.mix for path in args.path]
     return args
 
 
@@ -420,8 +442,8 @@ class Setup:
     redis_pid: int
 
 
-def run_mix(args: argparse.Namespace, setup: Setup, mix: Mix, name: str) -> dict[str, Any]:
-    """Start gunicorn with `mix`, load it with wrk, stop it, count what it stored."""
+def run_mix(args: argparse.Namespace, setup: Setup, variant: Variant, name: str) -> dict[str, Any]:
+    """Start gunicorn as `variant` says, load it with wrk, stop it, count what it stored."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -429,8 +451,9 @@ def run_mix(args: argparse.Namespace, setup: Setup, mix: Mix, name: str) -> dict
     port = free_port()
     env = setup.env | {
         "WATCHPOST_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(mix.workers),
-        "WEB_THREADS": str(mix.threads),
+        "WEB_CONCURRENCY": str(variant[0].workers),
+        "WEB_THREADS": str(variant[0].threads),
+        "PING_FAST_PATH": str(variant[1] == "fast").lower(),
     }
     stack = Stack(setup.logs, env)
     try:
@@ -469,16 +492,19 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     runs = []
     try:
         for n in range(args.rounds):
-            shift = n % len(args.mix)
-            for mix in args.mix[shift:] + args.mix[:shift]:
-                name = f"gunicorn-{mix}-round{n + 1}"
+            shift = n % len(args.variants)
+            for variant in args.variants[shift:] + args.variants[:shift]:
+                mix, path = variant
+                name = f"gunicorn-{mix}-{path}-round{n + 1}"
                 print(f"round {n + 1}: gunicorn {mix} ({mix.workers} processes x {mix.threads} "
-                      "threads)")  # fmt: skip
-                runs.append(run_mix(args, setup, mix, name) | {"mix": str(mix), "round": n + 1})
+                      f"threads), {path} path")  # fmt: skip
+                result = run_mix(args, setup, variant, name)
+                runs.append(result | {"mix": variant_name(variant), "round": n + 1})
     finally:
         with contextlib.suppress(SystemExit):
             flush_redis(PLACE)
-    mixes = {str(mix): summary([r for r in runs if r["mix"] == str(mix)]) for mix in args.mix}
+    names = [variant_name(variant) for variant in args.variants]
+    mixes = {name: summary([r for r in runs if r["mix"] == name]) for name in names}
     trouble = [line for r in runs for line in r.pop("trouble")]
     return {"runs": runs, "mixes": mixes, "trouble": trouble}
 
@@ -493,7 +519,9 @@ def main() -> int:
         with exclusive(PLACE, wait=300):
             result = run(args, logs)
         result["params"] = {
-            k: str(v) if isinstance(v, Path | Mix) else v for k, v in vars(args).items()
+            k: str(v) if isinstance(v, Path | Mix) else v
+            for k, v in vars(args).items()
+            if k != "variants"
         }
         result["params"] |= {
             "mix": [str(mix) for mix in args.mix],

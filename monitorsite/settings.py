@@ -279,6 +279,9 @@ PROBE_BATCH_SIZE = env.int("PROBE_BATCH_SIZE", 200, minimum=1)
 # Heartbeat pings accepted per monitor key in each window; more get 429.
 PING_RATE_LIMIT = env.int("PING_RATE_LIMIT", 60, minimum=1)
 PING_RATE_WINDOW = env.int("PING_RATE_WINDOW", 60, minimum=1)
+# Heartbeat pings skip Django's handler under gunicorn (checks.fastpath); off,
+# they take the whole handler and middleware chain, with the same answers.
+PING_FAST_PATH = env.bool("PING_FAST_PATH", True)
 PROBE_USER_AGENT = env.str("PROBE_USER_AGENT", "Watchpost/0.1 (+uptime monitor)")
 
 # --- Health -------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -169,3 +170,26 @@ def collected_static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     with override_settings(STATIC_ROOT=root):
         call_command("collectstatic", interactive=False, verbosity=0)
         yield root
+
+
+def drop_kept_database_connection() -> None:
+    """Terminate the PostgreSQL backend of this thread's kept connection, as a server restart does.
+
+    The connection object stays as it was, so the next query finds it dead.
+    """
+    from django.db import connection, connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+
+    def terminate() -> None:  # from another connection: a backend cannot outlive its own kill
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            connections.close_all()
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    killer.join(timeout=30)

@@ -19,6 +19,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from checks import heartbeats, tasks
 from checks.models import Monitor, Ping, ProbeResult, StatusChange
 from monitorsite.schedule import ensure_system_schedule
+from tests.conftest import drop_kept_database_connection
 from tests.targets import closed_port
 
 pytestmark = pytest.mark.django_db
@@ -342,20 +343,7 @@ def test_a_ping_is_stored_when_the_database_dropped_the_kept_connection(client: 
         pytest.skip("a connection the server drops is a PostgreSQL matter")
     monitor = heartbeat()
     ping(client, monitor)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-
-    def restart_the_backend() -> None:  # what a server restart does to kept connections
-        try:
-            with connections["default"].cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        finally:
-            connections.close_all()
-
-    killer = threading.Thread(target=restart_the_backend)
-    killer.start()
-    killer.join(timeout=30)
+    drop_kept_database_connection()
     ping(client, monitor, "/fail")
     assert list(Ping.objects.order_by("id").values_list("kind", flat=True)) == ["success", "fail"]
 
