@@ -28,6 +28,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection, connections
 from django.test import override_settings
 
+from checks import fastpath
 from checks.models import Monitor, Ping
 from monitorsite import wsgi
 from tests.conftest import drop_kept_database_connection, free_port
@@ -209,6 +210,31 @@ def test_it_answers_every_kind_of_ping_as_django_does(
         ("success", None, "GET", ""),
         ("success", None, "GET", ""),
     ]
+
+
+def test_a_common_ping_is_answered_without_any_middleware(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = heartbeat()
+    chain: list[str] = []
+    handler = fastpath.ping_handler(wsgi.application.passive)
+    assert handler is not None
+    through_chain = WSGIHandler.__call__
+
+    def counted(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        chain.append(environ["REQUEST_METHOD"])
+        return through_chain(self, environ, start_response)
+
+    monkeypatch.setattr(type(handler), "__call__", counted)
+    assert call(f"/ping/{monitor.ping_key}/start").code == 200
+    assert call(f"/ping/{monitor.ping_key}", "POST", b"done").code == 200
+    assert call(f"/ping/{UNKNOWN_KEY}").code == 404
+    assert chain == []
+    # What the view or the middleware refuses is their own answer.
+    assert call(f"/ping/{monitor.ping_key}", "PUT", b"x").code == 405
+    assert call(f"/ping/{monitor.ping_key}", HTTP_HOST="evil.example.com").code == 400
+    assert chain == ["PUT", "GET"]
+    assert Ping.objects.filter(monitor=monitor).count() == 2
 
 
 def test_it_logs_refused_pings_as_django_does(caplog: pytest.LogCaptureFixture) -> None:
