@@ -274,6 +274,9 @@ PROBE_BATCH_SIZE = env.int("PROBE_BATCH_SIZE", 200, minimum=1)
 PING_RATE_LIMIT = env.int("PING_RATE_LIMIT", 60, minimum=1)
 PING_RATE_WINDOW = env.int("PING_RATE_WINDOW", 60, minimum=1)
 PROBE_USER_AGENT = env.str("PROBE_USER_AGENT", "Watchpost/0.1 (+uptime monitor)")
+# What HTTP probes fetch with: `lean` (asyncio + httptools, checks/probes/httpclient.py;
+# about half the CPU per request) or `aiohttp`. Both behave the same to users.
+PROBE_HTTP_CLIENT = env.choice("PROBE_HTTP_CLIENT", "lean", ("lean", "aiohttp"))
 
 # --- Health -------------------------------------------------------------------
 

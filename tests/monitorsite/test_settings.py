@@ -42,6 +42,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("EMAIL_PORT", "smtp", "EMAIL_PORT: expected a whole number, got 'smtp'"),
         ("SECRET_KEY", "short", "SECRET_KEY: must be at least 32 characters long"),
         ("SITE_URL", "status.example.com", "SITE_URL: scheme must be one of http://, https://"),
+        (
+            "PROBE_HTTP_CLIENT",
+            "curl",
+            "PROBE_HTTP_CLIENT: expected one of lean, aiohttp, got 'curl'",
+        ),
     ],
 )
 def test_it_stops_with_one_line_naming_the_variable(
