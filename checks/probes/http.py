@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import json
 import re
 import time
@@ -285,9 +286,8 @@ def _json(body: str, headers: dict[str, str]) -> Any:
         return None
 
 
+@lru_cache(maxsize=16384)
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
