@@ -114,6 +114,8 @@ class Connection(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.used = False  # an exchange was sent on it
+        self.early = b""  # bytes the server sent before any request (it is not HTTP)
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.parser: httptools.HttpResponseParser | None = None
@@ -142,7 +144,10 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:
-            # Bytes nobody asked for (an idle connection): its framing can't be trusted.
+            if not self.used and len(self.early) < 65536:
+                self.early += data  # a server that speaks first: read as its answer
+                return
+            # Bytes nobody asked for on an idle connection: its framing can't be trusted.
             self.abort()
             return
         if self.done:
@@ -241,9 +246,13 @@ class Connection(asyncio.Protocol):
             raise _Dropped()
         self._reset(limit, head)
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter = self.client.loop.create_future()
+        self.waiter = waiter = self.client.loop.create_future()
+        self.used = True
         self.transport.write(request)
-        return self.waiter
+        if self.early:
+            early, self.early = self.early, b""
+            self.data_received(early)
+        return waiter
 
     def reply(self) -> Reply:
         return Reply(self.status, self.headers, b"".join(self.chunks))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import ssl
 import zlib
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from tests.targets import (
     Answer,
     Exchange,
     HttpTarget,
+    LoopbackServer,
     RawHttpServer,
     closed_port,
     silent_tcp_server,
@@ -457,6 +459,21 @@ def test_it_explains_servers_that_do_not_answer_in_http(servers: list[RawHttpSer
     outcome, reason = check(http_monitor(cut))
     assert (outcome, reason.startswith("could not read the body: ")) == ("error", True)
     outcome, reason = check(http_monitor(ssh))
+    assert (outcome, reason.startswith("bad HTTP response: ")) == ("error", True)
+
+
+class SpeaksFirst(LoopbackServer):
+    """An SSH server: says its banner on connecting, before any request."""
+
+    def handle(self, conn: socket.socket, number: int) -> None:
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            self.stop.wait(5)
+
+
+def test_it_explains_a_server_that_speaks_first() -> None:
+    with SpeaksFirst() as ssh:
+        outcome, reason = check(http_monitor(f"http://127.0.0.1:{ssh.port}/", timeout=2))
     assert (outcome, reason.startswith("bad HTTP response: ")) == ("error", True)
 
 
