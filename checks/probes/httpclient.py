@@ -126,6 +126,7 @@ class Connection(asyncio.Protocol):
         self.head = head
         self.answered = False  # any byte of the answer arrived
         self.done = False
+        self.complete = False  # the parser saw the whole answer: it can read the next one
         self.reusable = False
         self.interim = False  # inside a 1xx answer
         self.status = 0
@@ -227,6 +228,7 @@ class Connection(asyncio.Protocol):
         if self.interim:
             self.interim = False
             return
+        self.complete = True
         if self.done:
             return
         if self.decoder is not None:
@@ -244,8 +246,11 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
             raise _Dropped()
+        if not self.complete:
+            # A fresh parser unless the last answer was read to its end (after a
+            # HEAD answer the parser still waits for the body it announced).
+            self.parser = httptools.HttpResponseParser(self)
         self._reset(limit, head)
-        self.parser = httptools.HttpResponseParser(self)
         self.waiter = waiter = self.client.loop.create_future()
         self.used = True
         self.transport.write(request)

@@ -395,6 +395,8 @@ def test_it_keeps_connections_alive_across_probes(servers: list[RawHttpServer]) 
             return Answer(answer(b"", "Content-Length: 1000"))  # a HEAD answer has no body
         if exchange.request.startswith(b"GET /empty"):
             return Answer(answer(b"", status="204 No Content"))
+        if exchange.request.startswith(b"GET /chunked"):
+            return Answer(answer(b"4\r\nfine\r\n0\r\n\r\n", "Transfer-Encoding: chunked"))
         return Answer(answer(b"fine"))
 
     url = serve(servers, script)
@@ -402,9 +404,11 @@ def test_it_keeps_connections_alive_across_probes(servers: list[RawHttpServer]) 
         http_monitor(url, method="HEAD"),
         http_monitor(f"{url}empty"),
         http_monitor(url, keyword="fine"),
+        http_monitor(f"{url}chunked", keyword="fine"),
         http_monitor(url, method="HEAD"),
+        http_monitor(url, keyword="fine"),
     )
-    assert [outcome for outcome, _ in outcomes] == ["ok"] * 4
+    assert [outcome for outcome, _ in outcomes] == ["ok"] * 6
     assert servers[0].connections == 1
 
 
