@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/watchpost
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint format bench bench-pings bench-status clean
+.PHONY: run test lint format bench bench-pings bench-status bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-pings: $(VENV)/.installed
 # make bench-status BENCH_ARGS="--duration 10 --connections 32"
 bench-status: $(VENV)/.installed
 	$(BIN)/python bench/status_page.py $(BENCH_ARGS)
+
+# What one HTTP request costs a probe worker with each client: aiohttp, httpx, lean (bench/README.md).
+# make bench-http BENCH_ARGS="--concurrency 50 --rounds 3"
+bench-http: $(VENV)/.installed
+	$(BIN)/python bench/http_clients.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -16,7 +16,9 @@ to store. Everything it starts is stopped at the end, also on Ctrl-C.
 `--design periodic-task` runs the design Watchpost rejected instead (one
 django-celery-beat PeriodicTask per monitor, bench/periodic_probe.py);
 `--design dispatcher --design periodic-task --monitors 1000,10000` runs every
-combination one after another and prints them side by side.
+combination one after another and prints them side by side; so does
+`--variant aiohttp:PROBE_HTTP_CLIENT=aiohttp --variant lean:PROBE_HTTP_CLIENT=lean`,
+each variant's settings added to the stack's environment for its run.
 
 Prints a table and writes bench/results/fleet-<timestamp>.json (or --output).
 """
@@ -878,11 +880,11 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Print the runs side by side; returns what the JSON holds."""
     rows = []
     for result in results:
-        probes, lag, cpu = result["probes"], result["lag_ms"], result["cpu"]
+        probes, lag, cpu, p = result["probes"], result["lag_ms"], result["cpu"], result["params"]
         groups = cpu["groups"]
         rows.append(
             {
-                "design": result["params"]["design"],
+                "design": " ".join(filter(None, [p["design"], p.get("variant")])),
                 "monitors": result["params"]["monitors"],
                 "expected_per_s": probes["expected_per_s"],
                 "achieved_per_s": probes["achieved_per_s"],
@@ -949,6 +951,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--farm-processes", type=int, default=1, help="target farm processes (1-2)")
     add("--timeout", type=float, help="each monitor's timeout (default min(10, interval/2))")
     add("--env", action="append", default=[], metavar="KEY=VALUE", help="extra stack setting")
+    add("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="repeatable: a run per variant, with these settings added to --env")  # fmt: skip
     add("--output", type=Path, help="JSON path (default bench/results/fleet-<timestamp>.json)")
     add("--keep-logs", action="store_true", help="keep the stack's logs (kept anyway on failure)")
     args = parser.parse_args(argv)
@@ -966,7 +970,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [item for item in args.env if "=" not in item]
     if bad:
         parser.error(f"--env takes KEY=VALUE, got {bad}")
+    args.variants = [variant(parser, text) for text in args.variant] or [(None, [])]
     return args
+
+
+def variant(parser: argparse.ArgumentParser, text: str) -> tuple[str, list[str]]:
+    """`--variant NAME:KEY=VALUE,KEY=VALUE`: a name for the table, and its settings."""
+    name, _, settings = text.partition(":")
+    pairs = [item for item in settings.split(",") if item]
+    if not name or not pairs or any("=" not in item for item in pairs):
+        parser.error(f"--variant takes NAME:KEY=VALUE[,KEY=VALUE], got {text!r}")
+    return name, pairs
 
 
 def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
@@ -979,7 +993,8 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     stack = Stack(logs, env)
     try:
         base_url, farm = start_farm(stack, args.farm_processes)
-        print(f"{args.design}, {args.monitors:,} monitors; targets: {farm} at {base_url}")
+        label = " ".join(filter(None, [args.design, getattr(args, "variant", None)]))
+        print(f"{label}, {args.monitors:,} monitors; targets: {farm} at {base_url}")
         seed_monitors(args.monitors, args.interval, args.timeout, base_url)
         prepare_schedule(args.design, args.interval)
         start_stack(stack, args)
@@ -1031,9 +1046,12 @@ def main() -> int:
     try:
         results = []
         with exclusive(place, wait=900):
-            for design, monitors in [(d, n) for n in args.monitors for d in args.design]:
-                one = argparse.Namespace(**vars(args) | {"design": design, "monitors": monitors})
-                result = run(one, place, logs / f"{design}-{monitors}")
+            runs = [(d, n, v) for n in args.monitors for d in args.design for v in args.variants]
+            for design, monitors, (name, settings) in runs:
+                only = {"design": design, "monitors": monitors, "variant": name}
+                one = argparse.Namespace(**vars(args) | only | {"env": args.env + settings})
+                folder = "-".join(filter(None, [design, str(monitors), name]))
+                result = run(one, place, logs / folder)
                 result["params"] = {
                     k: (str(v) if isinstance(v, Path) else v) for k, v in vars(one).items()
                 }

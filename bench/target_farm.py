@@ -6,6 +6,10 @@ request's head: the fleet bench sends only body-less GETs, and any CPU spent
 here is CPU the bench has to report separately from Watchpost's own.
 
     .venv/bin/python bench/target_farm.py [--port 0] [--processes 1]
+    .venv/bin/python bench/target_farm.py --tls server.pem --close   # TLS, a connection per answer
+    .venv/bin/python bench/target_farm.py --gzip                     # a 3.5 KB health page, gzipped
+
+(`--tls`, `--gzip` and `--close` are for bench/http_clients.py where nginx is missing.)
 
 Binds 127.0.0.1 with SO_REUSEPORT, so each extra process (forked) has its own
 listening socket on the same port and the kernel spreads connections over them.
@@ -18,19 +22,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gzip
+import json
 import os
 import signal
 import socket
+import ssl
 import sys
 
 BODY = b'{"status":"ok"}'
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
-    b"Connection: keep-alive\r\n"
-    b"\r\n" + BODY
-)
+# A bigger health page, as a service with many components answers (bench/http_clients.py).
+BIG_BODY = json.dumps(
+    {
+        "status": "ok",
+        "checks": {f"component-{n}": {"status": "ok", "latency_ms": n} for n in range(80)},
+    }
+).encode()
+
+
+def response(body: bytes, extra: bytes = b"", close: bool = False) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n" + extra
+        + (b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n")
+        + b"\r\n" + body
+    )  # fmt: skip
+
+
+RESPONSE = response(BODY)
 END_OF_HEAD = b"\r\n\r\n"
 # A request head larger than this is not what the bench sends: drop the connection.
 MAX_PENDING = 64 * 1024
@@ -44,6 +64,8 @@ class Responder(asyncio.Protocol):
     """One connection: answer each complete request head, pipelined or not."""
 
     __slots__ = ("pending", "transport")
+    answer = RESPONSE
+    close = False  # close the connection after each answer
 
     def __init__(self) -> None:
         self.pending = b""
@@ -56,8 +78,11 @@ class Responder(asyncio.Protocol):
         pending = self.pending + data if self.pending else data
         complete = pending.count(END_OF_HEAD)
         if complete:
-            self.transport.write(RESPONSE * complete)  # type: ignore[union-attr]
+            self.transport.write(self.answer * complete)  # type: ignore[union-attr]
             Counter.requests += complete
+            if self.close:
+                self.transport.close()  # type: ignore[union-attr]
+                return
             pending = pending[pending.rfind(END_OF_HEAD) + len(END_OF_HEAD) :]
         if len(pending) > MAX_PENDING:
             self.transport.close()  # type: ignore[union-attr]
@@ -84,12 +109,12 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-async def serve(sock: socket.socket, ready: str | None) -> None:
+async def serve(sock: socket.socket, ready: str | None, tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    server = await loop.create_server(Responder, sock=sock, backlog=4096)
+    server = await loop.create_server(Responder, sock=sock, backlog=4096, ssl=tls)
     if ready:
         print(ready, flush=True)
     await stop.wait()
@@ -101,7 +126,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--processes", type=int, default=1, choices=(1, 2, 3, 4))
+    parser.add_argument("--tls", metavar="PEM", help="serve TLS with this key and chain")
+    parser.add_argument("--gzip", action="store_true", help="answer a gzipped 3.5 KB page")
+    parser.add_argument("--close", action="store_true", help="close after each answer")
     args = parser.parse_args()
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls)
+    body, extra = BODY, b""
+    if args.gzip:
+        body, extra = gzip.compress(BIG_BODY, 1), b"Content-Encoding: gzip\r\n"
+    Responder.answer, Responder.close = response(body, extra, args.close), args.close
     first = listening_socket(args.port)
     port = first.getsockname()[1]
     children = []
@@ -112,10 +148,10 @@ def main() -> int:
         if pid == 0:
             die_with_parent()
             first.close()
-            asyncio.run(serve(listening_socket(port), None))
+            asyncio.run(serve(listening_socket(port), None, tls))
             os._exit(0)
         children.append(pid)
-    asyncio.run(serve(first, f"listening on 127.0.0.1:{port}"))
+    asyncio.run(serve(first, f"listening on 127.0.0.1:{port}", tls))
     for pid in children:
         os.kill(pid, signal.SIGTERM)
         os.waitpid(pid, 0)

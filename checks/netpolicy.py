@@ -9,7 +9,7 @@ check applies to the address actually connected to, after DNS, on every hop.
 from __future__ import annotations
 
 import ipaddress
-from functools import cache
+from functools import cache, lru_cache
 
 from django.conf import settings
 
@@ -26,12 +26,37 @@ def _networks(spec: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 def is_allowed(address: str) -> bool:
+    allow, deny = settings.PROBE_ALLOW_NETWORKS, settings.PROBE_DENY_NETWORKS
+    return _allowed(address, tuple(allow), tuple(deny))
+
+
+# Every probe of a host checks its address again: parsing it each time was a
+# tenth of an HTTP probe's CPU. Keyed on the networks too, so a changed
+# setting (tests override it) never answers from an old verdict.
+@lru_cache(maxsize=16384)
+def _allowed(address: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if any(ip in net for net in _networks(tuple(settings.PROBE_ALLOW_NETWORKS))):
+    if any(ip in net for net in _networks(allow)):
         return True
-    return not any(ip in net for net in _networks(tuple(settings.PROBE_DENY_NETWORKS)))
+    return not any(ip in net for net in _networks(deny))
+
+
+def allowed_addresses(host: str, addresses: list[str]) -> list[str]:
+    """The addresses a name resolved to that the policy allows; none is an error.
+
+    Every HTTP client of the probes resolves through this, so the address
+    connected to is the one checked, on every connection and redirect hop.
+    """
+    allowed = [address for address in addresses if is_allowed(address)]
+    if not allowed:
+        shown = ", ".join(sorted(set(addresses)))
+        raise DeniedAddress(
+            f"connecting to {host} ({shown}) is not allowed (PROBE_DENY_NETWORKS); "
+            "add it to PROBE_ALLOW_NETWORKS to probe it"
+        )
+    return allowed
 
 
 def check_address(address: str, host: str | None = None) -> None:

@@ -16,10 +16,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from django.conf import settings
 
-from checks.netpolicy import DeniedAddress, is_allowed
+from checks.netpolicy import allowed_addresses
 from checks.probes import get_probe
 from checks.probes.base import Observation, ProbeSpec
+from checks.probes.httpclient import AiohttpClient, HttpClient, LeanClient
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +41,34 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         answers = await self.inner.resolve(host, port, family)
-        allowed = [answer for answer in answers if is_allowed(answer["host"])]
-        if not allowed:
-            shown = ", ".join(sorted({a["host"] for a in answers}))
-            raise DeniedAddress(
-                f"connecting to {host} ({shown}) is not allowed (PROBE_DENY_NETWORKS); "
-                "add it to PROBE_ALLOW_NETWORKS to probe it"
-            )
-        return allowed
+        allowed = set(allowed_addresses(host, [answer["host"] for answer in answers]))
+        return [answer for answer in answers if answer["host"] in allowed]
 
     async def close(self) -> None:
         await self.inner.close()
 
 
 class Resources:
-    """What the probes of one batch share: one HTTP session, opened on first use."""
+    """What the probes of a worker share: HTTP connections, opened on first use.
+
+    `http_client` is what HTTP probes fetch with: the lean client or aiohttp, as
+    PROBE_HTTP_CLIENT says. `http` is the aiohttp session, which the WebSocket
+    probe (and the aiohttp client) use.
+    """
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self._http: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
+
+    @property
+    def http_client(self) -> HttpClient:
+        if self._client is None:
+            if settings.PROBE_HTTP_CLIENT == "lean":
+                self._client = LeanClient(self.concurrency)
+            else:
+                self._client = AiohttpClient(lambda: self.http)
+        return self._client
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -79,6 +90,8 @@ class Resources:
         return self._http
 
     async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
         if self._http is not None:
             await self._http.close()
 

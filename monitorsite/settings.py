@@ -283,6 +283,9 @@ PING_RATE_WINDOW = env.int("PING_RATE_WINDOW", 60, minimum=1)
 # they take the whole handler and middleware chain, with the same answers.
 PING_FAST_PATH = env.bool("PING_FAST_PATH", True)
 PROBE_USER_AGENT = env.str("PROBE_USER_AGENT", "Watchpost/0.1 (+uptime monitor)")
+# What HTTP probes fetch with: `lean` (asyncio + httptools, checks/probes/httpclient.py;
+# about half the CPU per request) or `aiohttp`. Both behave the same to users.
+PROBE_HTTP_CLIENT = env.choice("PROBE_HTTP_CLIENT", "lean", ("lean", "aiohttp"))
 
 # --- Health -------------------------------------------------------------------
 

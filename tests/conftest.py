@@ -109,6 +109,13 @@ def target() -> Iterator[HttpTarget]:
     server.close()
 
 
+@pytest.fixture(params=["lean", "aiohttp"])
+def http_client(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Runs the test once with each HTTP client probes can use (PROBE_HTTP_CLIENT)."""
+    settings.PROBE_HTTP_CLIENT = request.param
+    return str(request.param)
+
+
 @pytest.fixture(autouse=True)
 def fresh_metrics() -> Iterator[None]:
     """Counts a test recorded but never flushed must not leak into the next test."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
-from checks.models import Monitor
-from checks.runner import Run
-from checks.services import run_now
+from checks.models import Monitor, Region
+from checks.runner import Resources, Run, run_batch
+from checks.services import judge, plan_for, run_now
 
 
 def saved_monitor(kind: str, target: str, name: str, **fields: Any) -> Monitor:
@@ -21,6 +23,26 @@ def check(monitor: Monitor) -> tuple[str, str]:
     """The outcome and reason of one dry run, as "Run now" shows them."""
     _run, verdict = run_now(monitor)
     return verdict.outcome, verdict.reason
+
+
+def check_in_turn(*monitors: Monitor) -> list[tuple[str, str]]:
+    """Outcomes and reasons of dry runs one after another in one worker, sharing its
+    connections (the keep-alive pool lives as long as the worker)."""
+    region = Region.default()
+    plans = [plan_for(monitor, {}) for monitor in monitors]
+    runs = [Run(plan.spec, datetime.now(UTC)) for plan in plans]
+
+    async def one_by_one() -> None:
+        resources = Resources(4)
+        try:
+            for run in runs:
+                await run_batch([run], resources)
+        finally:
+            await resources.close()
+
+    asyncio.run(one_by_one())
+    verdicts = [judge(plan, run, region) for plan, run in zip(plans, runs, strict=True)]
+    return [(verdict.outcome, verdict.reason) for verdict in verdicts]
 
 
 def shown_pct(value: float) -> str:

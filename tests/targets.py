@@ -1,4 +1,5 @@
-"""Servers the tests probe, on loopback: an HTTP(S) target with scripted routes."""
+"""Servers the tests probe, on loopback: an HTTP(S) target with scripted routes,
+and a raw one that answers with whatever bytes a test scripts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -145,3 +146,117 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass
+class Answer:
+    """Bytes to send back, then what to do with the connection."""
+
+    data: bytes
+    then: str = "keep"  # "keep" reading requests, "close" it, or "hang" (hold it, read no more)
+
+
+@dataclass
+class Exchange:
+    connection: int  # which connection it came on, from 1
+    request: bytes  # head and body as received
+
+
+class LoopbackServer:
+    """Accepts connections on 127.0.0.1 and hands each to `handle` in its own thread."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            args = (conn, self.connections)
+            threading.Thread(target=self.handle, args=args, daemon=True).start()
+
+    def handle(self, conn: socket.socket, number: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RawHttpServer(LoopbackServer):
+    """Plays servers that bend HTTP: `script(exchange)` gives the Answer to each request,
+    or None to close the connection without answering."""
+
+    def __init__(self, script: Callable[[Exchange], Answer | None]) -> None:
+        self.script = script
+        self.exchanges: list[Exchange] = []
+        super().__init__()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def handle(self, conn: socket.socket, number: int) -> None:
+        conn.settimeout(5)
+        with conn:
+            while not self.stop.is_set():
+                request = _read_request(conn)
+                if request is None:
+                    return
+                exchange = Exchange(number, request)
+                self.exchanges.append(exchange)
+                answer = self.script(exchange)
+                if answer is None:
+                    return
+                try:
+                    conn.sendall(answer.data)
+                except OSError:
+                    return
+                if answer.then == "close":
+                    return
+                if answer.then == "hang":
+                    self.stop.wait()
+                    return
+
+
+def _read_request(conn: socket.socket) -> bytes | None:
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+    except OSError:
+        return None
+    return head + b"\r\n\r\n" + body

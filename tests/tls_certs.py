@@ -11,13 +11,12 @@ import contextlib
 import socket
 import ssl
 import tempfile
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import trustme
+
+from tests.targets import LoopbackServer
 
 # Half a day over the whole days, so "expires in 5 days" holds while a test runs.
 SLACK = timedelta(hours=12)
@@ -48,54 +47,27 @@ class TestCA:
         return chain + self.ca.cert_pem.bytes() if with_root else chain
 
 
-class TlsServer:
+def server_context(key_and_chain: bytes) -> ssl.SSLContext:
+    """A server's TLS context that presents the given key and chain."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "server.pem"
+        path.write_bytes(key_and_chain)
+        context.load_cert_chain(path)
+    return context
+
+
+class TlsServer(LoopbackServer):
     """Accepts TLS connections on 127.0.0.1 with the given key and chain, then idles."""
 
     def __init__(self, key_and_chain: bytes) -> None:
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "server.pem"
-            path.write_bytes(key_and_chain)
-            self.context.load_cert_chain(path)
+        self.context = server_context(key_and_chain)
         self.handshakes = 0
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, number: int) -> None:
         conn.settimeout(5)
         with contextlib.suppress(OSError), self.context.wrap_socket(conn, server_side=True) as tls:
             self.handshakes += 1
             while tls.recv(1024):
                 pass
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.listener.close()
-
-    def __enter__(self) -> TlsServer:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> Any:
-        self.close()

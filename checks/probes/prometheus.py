@@ -449,7 +449,9 @@ class PrometheusProbe(Probe):
             return Observation.failed(f"invalid options: {errors.errors}")
         started = time.perf_counter()
         try:
-            status, headers, body, _ = await http.PROBE.fetch(config.request(), resources.http)
+            status, headers, body, _ = await http.PROBE.fetch(
+                config.request(), resources.http_client
+            )
         except Exception as exc:
             return Observation.failed(
                 http.describe_error(exc), (time.perf_counter() - started) * 1000

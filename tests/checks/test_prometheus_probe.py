@@ -225,6 +225,7 @@ def test_it_takes_a_new_baseline_when_the_target_changes(app: MetricsApp) -> Non
         other.close()
 
 
+@pytest.mark.usefixtures("http_client")  # both HTTP clients fetch alike
 def test_it_reports_an_endpoint_that_is_not_a_metrics_page(target: HttpTarget) -> None:
     series = {"selector": "up", "critical": 1, "op": "eq"}
     target.route("/metrics", status=401, body="unauthorized")
@@ -240,6 +241,7 @@ def test_it_reports_an_endpoint_that_is_not_a_metrics_page(target: HttpTarget) -
     assert verdict.reason == f"connection refused by 127.0.0.1:{port}"
 
 
+@pytest.mark.usefixtures("http_client")  # both HTTP clients fetch alike
 def test_it_sends_credentials_and_reads_openmetrics(target: HttpTarget) -> None:
     target.route(
         "/metrics",

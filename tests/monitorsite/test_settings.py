@@ -48,6 +48,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
             "60",
             "STATUS_PAGE_REFRESH_GRACE: must be between 0.0 and 20",
         ),
+        (
+            "PROBE_HTTP_CLIENT",
+            "curl",
+            "PROBE_HTTP_CLIENT: expected one of lean, aiohttp, got 'curl'",
+        ),
     ],
 )
 def test_it_stops_with_one_line_naming_the_variable(
