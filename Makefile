@@ -35,10 +35,12 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The fleet benchmark: the real stack probing N monitors on loopback (bench/README.md).
-# make bench BENCH_ARGS="--monitors 2000 --window 60"; --smoke for a ~30 s run.
+# The fleet benchmark: the real stack probing N monitors on loopback, then the
+# heartbeat ping benchmark (bench/README.md).
+# make bench BENCH_ARGS="--monitors 2000 --window 60" PING_ARGS="--duration 10"
 bench: $(VENV)/.installed
 	$(BIN)/python bench/fleet.py $(BENCH_ARGS)
+	$(BIN)/python bench/pings.py $(PING_ARGS)
 
 # Heartbeat ping throughput under gunicorn, driven by wrk (bench/README.md).
 # make bench-pings BENCH_ARGS="--web-concurrency 2 --web-threads 4 --duration 30"
