@@ -42,4 +42,11 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
 )
+# Celery's Django fixup closes every database connection before and after each
+# task unless CELERY_DB_REUSE_MAX is set: a new PostgreSQL backend (a fork and a
+# cold catalog cache) for every probe batch and every one-second tick. Set out
+# of reach, the fixup only drops what a forked pool process inherited, and
+# monitorsite.tasks closes connections between tasks the way Django does
+# between requests: when broken, left in a transaction or past CONN_MAX_AGE.
+app.conf["CELERY_DB_REUSE_MAX"] = 2**62
 app.autodiscover_tasks()

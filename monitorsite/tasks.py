@@ -60,6 +60,22 @@ class WorkerHeartbeat:
 _heartbeat: WorkerHeartbeat | None = None
 
 
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def recycle_database_connections(sender: Any = None, **kwargs: Any) -> None:
+    """Around each task, close the connections that are broken, mid-transaction or too old.
+
+    What Django's request signals do for a view; CONN_MAX_AGE (the setting
+    DATABASE_CONN_MAX_AGE) says how long a worker keeps one, 0 closing it after
+    every task (see monitorsite.celery).
+    """
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return  # run inside its caller, in the caller's transaction
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
 @signals.worker_ready.connect
 def start_worker_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat
