@@ -1015,7 +1015,6 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         window = measure(stack, sampler, args.window)
         window.settle_s = settle(stack, window.end, max(30.0, args.timeout + 10))
         sizes = {proc.name: log_bytes(proc.log) for proc in stack.procs}
-        result = figures(window, args)
     finally:
         # A second Ctrl-C or SIGTERM must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -1027,6 +1026,8 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         close_db()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, interrupted)
+    # With the stack stopped: an overloaded one must not starve these queries.
+    result = figures(window, args)
     result["window"] = {
         "start": window.start,
         "end": window.end,
