@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paging
 from common import (
     BENCH_DIR,
     CLOCK_TICKS,
@@ -226,6 +227,10 @@ http {{
         listen 127.0.0.1:{port} reuseport;
         location / {{
             default_type application/json;
+            # The paging phase makes a target fail by writing a marker file for its path.
+            if (-f {fail_dir}$uri) {{
+                return 500 '{{"status":"failing"}}';
+            }}
             return 200 '{{"status":"ok"}}';
         }}
     }}
@@ -233,24 +238,49 @@ http {{
 """
 
 
-def start_farm(stack: Stack, processes: int) -> tuple[str, str]:
-    """Start the targets; returns (base URL, a description of what serves them)."""
+def start_farm(stack: Stack, processes: int, fail_dir: Path) -> tuple[str, str]:
+    """Start the targets; returns (base URL, a description of what serves them).
+
+    A target answers HTTP 500 while `fail_dir` holds a file at its path (see fail_targets).
+    """
     nginx = shutil.which("nginx")
     port = free_port()
     if nginx:
         farm_dir = stack.logs / "nginx"
         farm_dir.mkdir()
         conf = farm_dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(processes=processes, tmp=farm_dir, port=port))
+        conf.write_text(
+            NGINX_CONF.format(processes=processes, tmp=farm_dir, port=port, fail_dir=fail_dir)
+        )
         stack.start("target-farm", "target farm", [nginx, "-p", str(farm_dir), "-c", str(conf)])
         what = f"nginx ({nginx}, {processes} worker process(es))"
     else:
         script = str(BENCH_DIR / "target_farm.py")
         cmd = [sys.executable, script, "--port", str(port), "--processes", str(processes)]
-        stack.start("target-farm", "target farm", cmd)
+        stack.start("target-farm", "target farm", [*cmd, "--fail-dir", str(fail_dir)])
         what = f"asyncio target farm (bench/target_farm.py, {processes} process(es), SO_REUSEPORT)"
     wait_port(port, stack)
     return f"http://127.0.0.1:{port}", what
+
+
+def monitor_name(n: int) -> str:
+    return f"fleet {n:06d}"  # matched by OURS
+
+
+def target_path(n: int) -> str:
+    """The path fleet monitor n probes on the farm."""
+    return f"/m/{n}"
+
+
+def fail_targets(fail_dir: Path, targets: list[int]) -> dict[int, float]:
+    """Make these targets answer HTTP 500 from now on; returns when each started (time.time())."""
+    started = {}
+    for n in targets:
+        marker = fail_dir / target_path(n).lstrip("/")
+        marker.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        marker.touch()
+        started[n] = time.time()
+    return started
 
 
 # --- Database and Redis ---------------------------------------------------------------
@@ -365,9 +395,9 @@ def seed_monitors(count: int, interval: int, timeout: float, base_url: str) -> N
     Region.default()
     monitors = [
         Monitor(
-            name=f"fleet {n:06d}",  # matched by OURS
+            name=monitor_name(n),
             kind=Monitor.Kind.HTTP,
-            target=f"{base_url}/m/{n}",
+            target=base_url + target_path(n),
             interval=interval,
             timeout=timeout,
         )
@@ -787,7 +817,29 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             own is not None and own <= MAX_CPU_PER_1000,
         ),
     ]
+    if result.get("paging") is not None:
+        checks += paging_targets(result["paging"])
     return [{"target": t, "value": v, "limit": lim, "pass": ok} for t, v, lim, ok in checks]
+
+
+def paging_targets(page: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
+    """A flipped monitor never paged fails the latency target as well as the count."""
+    p99, limit = page["latency_s"]["from_recorded"]["p99"], paging.MAX_LATENCY_S
+    all_paged = not page["not_paged"]
+    return [
+        (
+            f"failure-to-page p99 < {limit:g} s after the failing result is recorded",
+            p99,
+            f"< {limit:g}",
+            all_paged and not math.isnan(p99) and p99 < limit,
+        ),
+        (
+            "every flipped monitor paged, once",
+            f"{page['paged']} of {page['flipped']} paged, {page['pages']} pages",
+            "= flipped",
+            all_paged and page["pages"] == page["flipped"],
+        ),
+    ]
 
 
 def log_trouble(stack: Stack, sizes: dict[str, int]) -> list[str]:
@@ -827,6 +879,8 @@ def report(result: dict[str, Any]) -> None:
         f"load {result['host']['loadavg_1_5_15']}\n"
     )
     report_probes(result)
+    if result["paging"] is not None:
+        report_paging(result["paging"])
     print()
     rows = [
         [group, v["cpu_s"], v["per_1000_probes"], v["cores"], v.get("peak_rss_mb_sum")]
@@ -868,6 +922,28 @@ def report_probes(result: dict[str, Any]) -> None:
         print("NOTE            autovacuum is off on this server: the hot tables only bloat")
 
 
+def report_paging(page: dict[str, Any]) -> None:
+    others = ", ".join(f"{n} {event}" for event, n in page["other_events"].items()) or "none"
+    print(
+        f"paging          {page['flipped']} target(s) flipped to HTTP 500 after the window "
+        f"(down after {page['failure_threshold']} failing results): {page['paged']} paged, "
+        f"{len(page['not_paged'])} not paged, {page['pages']} pages ({page['duplicates']} "
+        f"duplicate); other messages: {others}"
+    )
+    for key, since in (
+        ("from_recorded", "failing result recorded"),
+        ("from_slot", "its scheduled slot"),
+        ("from_flip", "target started failing"),
+    ):
+        v = page["latency_s"][key]
+        print(
+            f"page s after {since + ':':25} p50 {fmt(v['p50'])}  p95 {fmt(v['p95'])}  "
+            f"p99 {fmt(v['p99'])}  max {fmt(v['max'])}"
+        )
+    if page["not_paged"]:
+        print(f"NOT PAGED       {', '.join(page['not_paged'][:10])}")
+
+
 COMPARE_HOW_TO_READ = f"""\
 How to read this: each row is one run of the whole stack, one after another on
 this machine (each run's own figures are printed above it). The dispatcher
@@ -879,6 +955,12 @@ grids; a run beat sends late is late, one later than an interval misses its
 slot. Compare beat's cores and each design's CPU per 1,000 probes, missed and
 late checks (> {LATE_MS:g} ms) and lag, within the table; the machine's load
 changes between rows, so read each row's "busy" with it."""
+
+
+def page_p99(result: dict[str, Any]) -> float | None:
+    """Failure-to-page p99 after the failing result was recorded (None: no paging phase)."""
+    page = result["paging"]
+    return page["latency_s"]["from_recorded"]["p99"] if page is not None else None
 
 
 def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -904,6 +986,7 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
                     "postgres (bench db)": groups["postgres (bench db)"]["per_1000_probes"],
                 },
                 "machine_busy_cores": cpu["machine_busy_cores"],
+                "page_p99_s": page_p99(result),
             }
         )
     print("\nside by side (CPU in CPU-seconds per 1,000 probes)\n")
@@ -911,13 +994,13 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
         ["design", "monitors", "expected/s", "achieved/s", "missed", "late", "lag p50 ms",
          "lag p99 ms", "beat cores", "beat", "dispatcher", "core worker", "probe workers",
          "Watchpost",
-         "pg (bench db)", "busy"],
+         "pg (bench db)", "busy", "page p99 s"],
         [
             [
                 row["design"], row["monitors"], row["expected_per_s"], row["achieved_per_s"],
                 row["missed"], row["late"], row["lag_p50_ms"], row["lag_p99_ms"],
                 row["beat_cores"], *row["cpu_s_per_1000_probes"].values(),
-                row["machine_busy_cores"],
+                row["machine_busy_cores"], row["page_p99_s"],
             ]
             for row in rows
         ],
@@ -961,6 +1044,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="repeatable: a run per variant, with these settings added to --env")  # fmt: skip
     add("--output", type=Path, help="JSON path (default bench/results/fleet-<timestamp>.json)")
     add("--keep-logs", action="store_true", help="keep the stack's logs (kept anyway on failure)")
+    add("--no-paging", dest="paging", action="store_false",
+        help="skip the paging phase (1%% of targets fail after the window)")  # fmt: skip
     args = parser.parse_args(argv)
     args.design = list(dict.fromkeys(args.design or ["dispatcher"]))
     defaults = ([200], 10, 10.0, 20.0, 4) if args.smoke else ([10_000], 30, 60.0, 600.0, 12)
@@ -992,16 +1077,25 @@ def variant(parser: argparse.ArgumentParser, text: str) -> tuple[str, list[str]]
 def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     """One design at one fleet size (args.design, args.monitors): start, warm up, measure."""
     logs.mkdir(parents=True, exist_ok=True)
-    env = stack_env(place, logs / "data", args.probe_async, args.env)
+    extra = [*paging.settings_for(args.monitors), *args.env] if args.paging else args.env
+    env = stack_env(place, logs / "data", args.probe_async, extra)
     prepare_database(place, env)
     redis_pid = flush_redis(place)
     setup_django(env)
     stack = Stack(logs, env)
+    receiver = paging.PageReceiver()
+    # Not under `logs` (private to this user): nginx's workers, which run as
+    # another user when the bench runs as root, look the markers up.
+    fail_dir = Path(tempfile.mkdtemp(prefix="watchpost-fleet-failing-"))
+    fail_dir.chmod(0o755)
     try:
-        base_url, farm = start_farm(stack, args.farm_processes)
+        base_url, farm = start_farm(stack, args.farm_processes, fail_dir)
         label = " ".join(filter(None, [args.design, getattr(args, "variant", None)]))
         print(f"{label}, {args.monitors:,} monitors; targets: {farm} at {base_url}")
         seed_monitors(args.monitors, args.interval, args.timeout, base_url)
+        if args.paging:
+            receiver.start()
+            paging.seed(receiver.url, args.monitors)
         prepare_schedule(args.design, args.interval)
         start_stack(stack, args)
         first = wait_first_result(stack, 120)
@@ -1014,13 +1108,16 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         print(f"measuring {args.window:g} s")
         window = measure(stack, sampler, args.window)
         window.settle_s = settle(stack, window.end, max(30.0, args.timeout + 10))
-        sizes = {proc.name: log_bytes(proc.log) for proc in stack.procs}
         result = figures(window, args)
+        result["paging"] = paging_phase(stack, receiver, fail_dir, args)
+        sizes = {proc.name: log_bytes(proc.log) for proc in stack.procs}
     finally:
         # A second Ctrl-C or SIGTERM must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        receiver.stop()
+        shutil.rmtree(fail_dir, ignore_errors=True)
         with contextlib.suppress(SystemExit):
             flush_redis(place)  # leave no queued batches or cache keys behind
         prepare_schedule("dispatcher", args.interval)  # the schedule as migrations left it
@@ -1037,6 +1134,32 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     result["farm_requests_whole_run"] = farm_requests(stack)
     result["trouble"] = log_trouble(stack, sizes)
     return result
+
+
+def paging_phase(
+    stack: Stack, receiver: paging.PageReceiver, fail_dir: Path, args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """After the window: 1 % of the targets answer HTTP 500; how soon is each one paged?"""
+    if not args.paging:
+        return None
+    from checks.models import Monitor
+
+    targets = paging.pick(args.monitors)
+    names = {monitor_name(n): n for n in targets}
+    ids = dict(Monitor.objects.filter(name__in=names).values_list("name", "id"))
+    close_db()
+    threshold = paging.failure_threshold()
+    deadline = threshold * args.interval + 30.0
+    print(
+        f"paging phase: {len(targets)} target(s) answer HTTP 500 from now; each monitor is down "
+        f"after {threshold} failing results; waiting up to {deadline:g} s for the pages"
+    )
+    started = fail_targets(fail_dir, targets)
+    flips = [paging.Flip(ids[name], name, started[n]) for name, n in names.items()]
+    waited = paging.wait_for_pages(receiver, flips, deadline, stack.check_alive)
+    found = paging.figures(receiver, flips, waited)
+    close_db()
+    return found
 
 
 def interrupted(signum: int, frame: Any) -> None:
