@@ -8,11 +8,14 @@ status changes, incidents, pages) and the probe workers (`probes`) as
 subprocesses, as docker-compose.yml does, lets them warm up, then measures a window:
 probes/s against the design rate, missed and late checks, scheduling lag, CPU
 per 1,000 probes of each process group, peak RSS, and what each result costs
-to store. Everything it starts is stopped at the end, also on Ctrl-C.
+to store. Then, unless --no-paging, the paging phase (bench/paging.py): 1 % of
+the targets answer HTTP 500, and a webhook receiver in the bench times the page
+each of those monitors sends through the stack. Everything it starts is
+stopped at the end, also on Ctrl-C.
 
     make bench BENCH_ARGS="--monitors 2000 --window 60"
     .venv/bin/python bench/fleet.py [--monitors 10000] [--interval 30] [--warmup 60] [--window 600]
-    .venv/bin/python bench/fleet.py --smoke   # ~30 s; exits non-zero if nothing landed
+    .venv/bin/python bench/fleet.py --smoke   # ~1 min; exits non-zero if nothing landed
 
 `--design periodic-task` runs the design Watchpost rejected instead (one
 django-celery-beat PeriodicTask per monitor, bench/periodic_probe.py);
@@ -1028,7 +1031,7 @@ def sizes(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The real stack probing a fleet on loopback.")
     add = parser.add_argument
-    add("--smoke", action="store_true", help="~30 s run: 200 monitors at 10 s, 10 s + 20 s")
+    add("--smoke", action="store_true", help="~1 min: 200 monitors at 10 s, 10 s + 20 s, paging")
     add("--monitors", type=sizes, help="HTTP monitors, or several: 1000,10000 (default 10000)")
     add("--design", action="append", choices=DESIGNS, help="repeatable (default dispatcher)")
     add("--interval", type=int, help="seconds between checks (default 30; smoke 10)")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One smoke run (about a minute and a half) for every test here."""
+    """One smoke run (about a minute) for every test here."""
     report = tmp_path_factory.mktemp("bench") / "fleet.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     done = subprocess.run(
