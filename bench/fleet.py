@@ -54,12 +54,18 @@ from typing import Any
 import paging
 from common import (
     BENCH_DIR,
-    CLOCK_TICKS,
     REPO_DIR,
+    Crashed,
+    PgBackends,
+    children,
     fmt,
+    free_port,
     host_info,
+    machine_busy_seconds,
     percentiles,
+    postmaster_pid,
     print_table,
+    tail,
     tree_cpu_seconds,
     write_results,
 )
@@ -110,10 +116,6 @@ class Place:
 
 FULL = Place("watchpost_bench", broker_db=12, cache_db=11)
 SMOKE = Place("watchpost_bench_smoke", broker_db=10, cache_db=9)
-
-
-class Crashed(RuntimeError):
-    """A process of the stack ended, or never became ready."""
 
 
 # --- Processes ------------------------------------------------------------------
@@ -185,17 +187,6 @@ def wait_all(procs: list[Proc], seconds: float) -> None:
     for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(max(0.0, deadline - time.monotonic()))
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(text[-lines:]) or "(no output)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, stack: Stack, seconds: float = 15) -> None:
@@ -467,27 +458,7 @@ def close_db() -> None:
     connection.close()
 
 
-def postmaster_pid() -> int:
-    (backend,) = query("SELECT pg_backend_pid()")[0]
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 # --- Sampling /proc -----------------------------------------------------------------
-
-
-def cpu_of(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def tree(pid: int) -> list[int]:
@@ -510,50 +481,20 @@ def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
     return (sum(peaks), max(peaks)) if peaks else (0.0, 0.0)
 
 
-def machine_busy_seconds() -> float:
-    """CPU-seconds all cores spent not idle since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
-
-
 @dataclass
 class Sampler:
-    """CPU of each group's process tree, and of the bench database's backends.
-
-    The backends come and go (CONN_MAX_AGE), so they are polled once a second
-    and each one's CPU is counted from when it was first seen (0 if it started
-    inside the window) to when it was last seen.
-    """
+    """CPU of each group's process tree, and of the bench database's backends (polled
+    once a second: CONN_MAX_AGE recycles them)."""
 
     roots: dict[str, list[int]]
-    postmaster: int
-    database: str
-    first: dict[int, float] = field(default_factory=dict)
-    last: dict[int, float] = field(default_factory=dict)
+    backends: PgBackends
 
     def groups(self) -> dict[str, float]:
         totals = tree_cpu_seconds([pid for pids in self.roots.values() for pid in pids])
         return {group: sum(totals[p] for p in pids) for group, pids in self.roots.items()}
 
-    def bench_backends(self) -> list[int]:
-        pids = []
-        for pid in children(self.postmaster):
-            with contextlib.suppress(OSError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-                if self.database.encode() in title:
-                    pids.append(pid)
-        return pids
-
     def poll(self, starting: bool = False) -> None:
-        for pid in self.bench_backends():
-            cpu = cpu_of(pid)
-            if cpu is None:
-                continue
-            self.first.setdefault(pid, cpu if starting else 0.0)
-            self.last[pid] = cpu
-
-    def backend_cpu(self) -> float:
-        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+        self.backends.poll(starting)
 
 
 # --- The run --------------------------------------------------------------------------
@@ -642,13 +583,13 @@ def measure(stack: Stack, sampler: Sampler, seconds: float) -> Window:
         group: peak_rss_mb([p for r in roots for p in tree(r)])
         for group, roots in sampler.roots.items()
     }
-    rss["postgres (bench db)"] = peak_rss_mb(list(sampler.last))
+    rss["postgres (bench db)"] = peak_rss_mb(list(sampler.backends.last))
     elapsed = (end - start).total_seconds()
     return Window(
         start=start,
         end=end,
         cpu={g: cpu_after[g] - cpu_before[g] for g in cpu_before},
-        backend_cpu=sampler.backend_cpu(),
+        backend_cpu=sampler.backends.cpu_seconds(),
         busy_cores=(busy_after - busy_before) / elapsed,
         rows_stored=result_count() - rows_before,
         rss=rss,
@@ -1107,7 +1048,7 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         roots = {g: stack.roots(g) for g in WATCHPOST_GROUPS}
         roots |= {"postgres": [postmaster_pid()], "redis": [redis_pid]}
         roots["target farm"] = stack.roots("target farm")
-        sampler = Sampler(roots, roots["postgres"][0], place.database)
+        sampler = Sampler(roots, PgBackends(roots["postgres"][0], place.database))
         print(f"measuring {args.window:g} s")
         window = measure(stack, sampler, args.window)
         window.settle_s = settle(stack, window.end, max(30.0, args.timeout + 10))
