@@ -31,7 +31,7 @@ SHARE = 0.01  # of the fleet's targets flipped to HTTP 500
 MAX_LATENCY_S = 2.0  # target: page within this of the failing result being recorded
 # After the last expected page, how long the bench keeps listening for duplicates.
 GRACE_S = 5.0
-# Settings defaults the bench raises (monitorsite/settings.py), see settings_for().
+# STORM_THRESHOLD's default in monitorsite/settings.py; settings_for() raises it.
 STORM_THRESHOLD = 10
 HOOK_PATH = "/hooks/watchpost"
 # Messages that page (alerts.transports.base.PAGING_EVENTS without reminders,
@@ -256,19 +256,22 @@ def figures(receiver: PageReceiver, flips: list[Flip], waited_s: float) -> dict[
     paging_messages = receiver.paging()
     rows, latency = [], {"from_recorded": [], "from_slot": [], "from_flip": []}
     for flip in flips:
-        own = sorted(page.at for page in paging_messages if flip.name in page.monitors)
+        own = sorted(
+            (page for page in paging_messages if flip.name in page.monitors), key=lambda p: p.at
+        )
         recorded, slot = down.get(flip.monitor_id, (math.nan, math.nan))
-        row = {"monitor": flip.name, "flipped_at": flip.at, "down_recorded_at": recorded,
-               "slot": slot, "pages": len(own), "paged_at": own[0] if own else None}  # fmt: skip
-        if own:
-            for key, since in (
-                ("from_recorded", recorded),
-                ("from_slot", slot),
-                ("from_flip", flip.at),
-            ):
-                if not math.isnan(since):
-                    latency[key].append(own[0] - since)
-        rows.append(row)
+        rows.append(
+            {"monitor": flip.name, "flipped_at": flip.at, "down_recorded_at": recorded,
+             "slot": slot, "pages": len(own), "paged_at": own[0].at if own else None,
+             "incidents": sorted({i for page in own for i in page.incident_ids})}
+        )  # fmt: skip
+        for key, since in (
+            ("from_recorded", recorded),
+            ("from_slot", slot),
+            ("from_flip", flip.at),
+        ):
+            if own and not math.isnan(since):
+                latency[key].append(own[0].at - since)
     paged = sum(row["pages"] > 0 for row in rows)
     flipped_pages = sum(row["pages"] for row in rows)
     return {
