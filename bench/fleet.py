@@ -98,7 +98,11 @@ background writers); "postgres (bench db)" only the backends connected to the
 bench database. Redis and PostgreSQL serve other users of this machine too, so
 their figures carry their noise. "Watchpost" is beat + dispatcher + core worker
 + probe workers; targets are judged on it. Peak RSS is VmHWM summed over the group's
-processes (shared memory, e.g. PostgreSQL's buffers, counted once per process)."""
+processes (shared memory, e.g. PostgreSQL's buffers, counted once per process).
+"paging" comes after the window: each flipped monitor's first page at the
+bench's webhook receiver, minus when the result that made it down was recorded
+(its status change), minus that result's slot (adds the probe and its batch),
+and minus the flip (adds waiting for the failing slots: one to two intervals)."""
 
 
 @dataclass(frozen=True)
