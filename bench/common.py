@@ -119,12 +119,27 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
+def write_results(name: str, payload: dict[str, Any], output: Path | None = None) -> Path:
+    """Write the JSON to `output`, or to bench/results/<name>-<timestamp>.json."""
+    if output is None:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        output = RESULTS_DIR / f"{name}-{stamp}.json"
+    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return output
+
+
+def interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop like Ctrl-C, so the `finally` blocks stop what was started."""
+    raise KeyboardInterrupt
+
+
+def drop_logs(logs: Path, ok: bool, keep: bool) -> None:
+    """Remove a run's logs when it went well, else say where they are."""
+    if ok and not keep:
+        shutil.rmtree(logs, ignore_errors=True)
+    else:
+        print(f"logs: {logs}", file=sys.stderr)
 
 
 # --- Processes the benchmarks start ------------------------------------------------------------
@@ -235,19 +250,10 @@ def start_celery_worker(
 
 # --- wrk and the CPU it costs ------------------------------------------------------------------
 
-WRK_LUA = """\
--- Written by bench/common.py: count 2xx and other answers, print JSON when done.
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  ok = 0
-  other = 0
-end
-
+# wrk's response() and done(): count 2xx and other answers, print JSON when done.
+# A script adds its own setup() (which keeps `threads`) and init() (which zeroes
+# `ok` and `other`), and request() if it varies the requests.
+WRK_COUNT_LUA = """\
 function response(status, headers, body)
   if status >= 200 and status < 300 then ok = ok + 1 else other = other + 1 end
 end
@@ -269,6 +275,24 @@ function done(summary, latency, requests)
     latency.max, latency.mean))
 end
 """
+
+WRK_LUA = (
+    """\
+-- Written by bench/common.py: count 2xx and other answers, print JSON when done.
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  ok = 0
+  other = 0
+end
+
+"""
+    + WRK_COUNT_LUA
+)
 
 
 def find_wrk() -> str:

@@ -8,11 +8,14 @@ status changes, incidents, pages) and the probe workers (`probes`) as
 subprocesses, as docker-compose.yml does, lets them warm up, then measures a window:
 probes/s against the design rate, missed and late checks, scheduling lag, CPU
 per 1,000 probes of each process group, peak RSS, and what each result costs
-to store. Everything it starts is stopped at the end, also on Ctrl-C.
+to store. Then, unless --no-paging, the paging phase (bench/paging.py): 1 % of
+the targets answer HTTP 500, and a webhook receiver in the bench times the page
+each of those monitors sends through the stack. Everything it starts is
+stopped at the end, also on Ctrl-C.
 
     make bench BENCH_ARGS="--monitors 2000 --window 60"
     .venv/bin/python bench/fleet.py [--monitors 10000] [--interval 30] [--warmup 60] [--window 600]
-    .venv/bin/python bench/fleet.py --smoke   # ~30 s; exits non-zero if nothing landed
+    .venv/bin/python bench/fleet.py --smoke   # ~1 min; exits non-zero if nothing landed
 
 `--design periodic-task` runs the design Watchpost rejected instead (one
 django-celery-beat PeriodicTask per monitor, bench/periodic_probe.py);
@@ -48,14 +51,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paging
 from common import (
     BENCH_DIR,
-    CLOCK_TICKS,
     REPO_DIR,
+    Crashed,
+    PgBackends,
+    children,
+    drop_logs,
     fmt,
+    free_port,
     host_info,
+    interrupted,
+    machine_busy_seconds,
     percentiles,
+    postmaster_pid,
     print_table,
+    tail,
     tree_cpu_seconds,
     write_results,
 )
@@ -88,7 +100,11 @@ background writers); "postgres (bench db)" only the backends connected to the
 bench database. Redis and PostgreSQL serve other users of this machine too, so
 their figures carry their noise. "Watchpost" is beat + dispatcher + core worker
 + probe workers; targets are judged on it. Peak RSS is VmHWM summed over the group's
-processes (shared memory, e.g. PostgreSQL's buffers, counted once per process)."""
+processes (shared memory, e.g. PostgreSQL's buffers, counted once per process).
+"paging" comes after the window: each flipped monitor's first page at the
+bench's webhook receiver, minus when the result that made it down was recorded
+(its status change), minus that result's slot (adds the probe and its batch),
+and minus the flip (adds waiting for the failing slots: one to two intervals)."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +122,6 @@ class Place:
 
 FULL = Place("watchpost_bench", broker_db=12, cache_db=11)
 SMOKE = Place("watchpost_bench_smoke", broker_db=10, cache_db=9)
-
-
-class Crashed(RuntimeError):
-    """A process of the stack ended, or never became ready."""
 
 
 # --- Processes ------------------------------------------------------------------
@@ -183,17 +195,6 @@ def wait_all(procs: list[Proc], seconds: float) -> None:
             proc.popen.wait(max(0.0, deadline - time.monotonic()))
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(text[-lines:]) or "(no output)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_port(port: int, stack: Stack, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -226,6 +227,10 @@ http {{
         listen 127.0.0.1:{port} reuseport;
         location / {{
             default_type application/json;
+            # The paging phase makes a target fail by writing a marker file for its path.
+            if (-f {fail_dir}$uri) {{
+                return 500 '{{"status":"failing"}}';
+            }}
             return 200 '{{"status":"ok"}}';
         }}
     }}
@@ -233,24 +238,49 @@ http {{
 """
 
 
-def start_farm(stack: Stack, processes: int) -> tuple[str, str]:
-    """Start the targets; returns (base URL, a description of what serves them)."""
+def start_farm(stack: Stack, processes: int, fail_dir: Path) -> tuple[str, str]:
+    """Start the targets; returns (base URL, a description of what serves them).
+
+    A target answers HTTP 500 while `fail_dir` holds a file at its path (see fail_targets).
+    """
     nginx = shutil.which("nginx")
     port = free_port()
     if nginx:
         farm_dir = stack.logs / "nginx"
         farm_dir.mkdir()
         conf = farm_dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(processes=processes, tmp=farm_dir, port=port))
+        conf.write_text(
+            NGINX_CONF.format(processes=processes, tmp=farm_dir, port=port, fail_dir=fail_dir)
+        )
         stack.start("target-farm", "target farm", [nginx, "-p", str(farm_dir), "-c", str(conf)])
         what = f"nginx ({nginx}, {processes} worker process(es))"
     else:
         script = str(BENCH_DIR / "target_farm.py")
         cmd = [sys.executable, script, "--port", str(port), "--processes", str(processes)]
-        stack.start("target-farm", "target farm", cmd)
+        stack.start("target-farm", "target farm", [*cmd, "--fail-dir", str(fail_dir)])
         what = f"asyncio target farm (bench/target_farm.py, {processes} process(es), SO_REUSEPORT)"
     wait_port(port, stack)
     return f"http://127.0.0.1:{port}", what
+
+
+def monitor_name(n: int) -> str:
+    return f"fleet {n:06d}"  # matched by OURS
+
+
+def target_path(n: int) -> str:
+    """The path fleet monitor n probes on the farm."""
+    return f"/m/{n}"
+
+
+def fail_targets(fail_dir: Path, targets: list[int]) -> dict[int, float]:
+    """Make these targets answer HTTP 500 from now on; returns when each started (time.time())."""
+    started = {}
+    for n in targets:
+        marker = fail_dir / target_path(n).lstrip("/")
+        marker.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        marker.touch()
+        started[n] = time.time()
+    return started
 
 
 # --- Database and Redis ---------------------------------------------------------------
@@ -365,9 +395,9 @@ def seed_monitors(count: int, interval: int, timeout: float, base_url: str) -> N
     Region.default()
     monitors = [
         Monitor(
-            name=f"fleet {n:06d}",  # matched by OURS
+            name=monitor_name(n),
             kind=Monitor.Kind.HTTP,
-            target=f"{base_url}/m/{n}",
+            target=base_url + target_path(n),
             interval=interval,
             timeout=timeout,
         )
@@ -434,27 +464,7 @@ def close_db() -> None:
     connection.close()
 
 
-def postmaster_pid() -> int:
-    (backend,) = query("SELECT pg_backend_pid()")[0]
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 # --- Sampling /proc -----------------------------------------------------------------
-
-
-def cpu_of(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def tree(pid: int) -> list[int]:
@@ -477,50 +487,20 @@ def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
     return (sum(peaks), max(peaks)) if peaks else (0.0, 0.0)
 
 
-def machine_busy_seconds() -> float:
-    """CPU-seconds all cores spent not idle since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
-
-
 @dataclass
 class Sampler:
-    """CPU of each group's process tree, and of the bench database's backends.
-
-    The backends come and go (CONN_MAX_AGE), so they are polled once a second
-    and each one's CPU is counted from when it was first seen (0 if it started
-    inside the window) to when it was last seen.
-    """
+    """CPU of each group's process tree, and of the bench database's backends (polled
+    once a second: CONN_MAX_AGE recycles them)."""
 
     roots: dict[str, list[int]]
-    postmaster: int
-    database: str
-    first: dict[int, float] = field(default_factory=dict)
-    last: dict[int, float] = field(default_factory=dict)
+    backends: PgBackends
 
     def groups(self) -> dict[str, float]:
         totals = tree_cpu_seconds([pid for pids in self.roots.values() for pid in pids])
         return {group: sum(totals[p] for p in pids) for group, pids in self.roots.items()}
 
-    def bench_backends(self) -> list[int]:
-        pids = []
-        for pid in children(self.postmaster):
-            with contextlib.suppress(OSError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-                if self.database.encode() in title:
-                    pids.append(pid)
-        return pids
-
     def poll(self, starting: bool = False) -> None:
-        for pid in self.bench_backends():
-            cpu = cpu_of(pid)
-            if cpu is None:
-                continue
-            self.first.setdefault(pid, cpu if starting else 0.0)
-            self.last[pid] = cpu
-
-    def backend_cpu(self) -> float:
-        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+        self.backends.poll(starting)
 
 
 # --- The run --------------------------------------------------------------------------
@@ -609,13 +589,13 @@ def measure(stack: Stack, sampler: Sampler, seconds: float) -> Window:
         group: peak_rss_mb([p for r in roots for p in tree(r)])
         for group, roots in sampler.roots.items()
     }
-    rss["postgres (bench db)"] = peak_rss_mb(list(sampler.last))
+    rss["postgres (bench db)"] = peak_rss_mb(list(sampler.backends.last))
     elapsed = (end - start).total_seconds()
     return Window(
         start=start,
         end=end,
         cpu={g: cpu_after[g] - cpu_before[g] for g in cpu_before},
-        backend_cpu=sampler.backend_cpu(),
+        backend_cpu=sampler.backends.cpu_seconds(),
         busy_cores=(busy_after - busy_before) / elapsed,
         rows_stored=result_count() - rows_before,
         rss=rss,
@@ -787,7 +767,29 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             own is not None and own <= MAX_CPU_PER_1000,
         ),
     ]
+    if result.get("paging") is not None:
+        checks += paging_targets(result["paging"])
     return [{"target": t, "value": v, "limit": lim, "pass": ok} for t, v, lim, ok in checks]
+
+
+def paging_targets(page: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
+    """A flipped monitor never paged fails the latency target as well as the count."""
+    p99, limit = page["latency_s"]["from_recorded"]["p99"], paging.MAX_LATENCY_S
+    all_paged = not page["not_paged"]
+    return [
+        (
+            f"failure-to-page p99 < {limit:g} s after the failing result is recorded",
+            p99,
+            f"< {limit:g}",
+            all_paged and not math.isnan(p99) and p99 < limit,
+        ),
+        (
+            "every flipped monitor paged, once",
+            f"{page['paged']} of {page['flipped']} paged, {page['pages']} pages",
+            "= flipped",
+            all_paged and page["pages"] == page["flipped"],
+        ),
+    ]
 
 
 def log_trouble(stack: Stack, sizes: dict[str, int]) -> list[str]:
@@ -827,6 +829,8 @@ def report(result: dict[str, Any]) -> None:
         f"load {result['host']['loadavg_1_5_15']}\n"
     )
     report_probes(result)
+    if result["paging"] is not None:
+        report_paging(result["paging"])
     print()
     rows = [
         [group, v["cpu_s"], v["per_1000_probes"], v["cores"], v.get("peak_rss_mb_sum")]
@@ -868,6 +872,28 @@ def report_probes(result: dict[str, Any]) -> None:
         print("NOTE            autovacuum is off on this server: the hot tables only bloat")
 
 
+def report_paging(page: dict[str, Any]) -> None:
+    others = ", ".join(f"{n} {event}" for event, n in page["other_events"].items()) or "none"
+    print(
+        f"paging          {page['flipped']} target(s) flipped to HTTP 500 after the window "
+        f"(down after {page['failure_threshold']} failing results): {page['paged']} paged, "
+        f"{len(page['not_paged'])} not paged, {page['pages']} pages ({page['duplicates']} "
+        f"duplicate); other messages: {others}"
+    )
+    for key, since in (
+        ("from_recorded", "failing result recorded"),
+        ("from_slot", "its scheduled slot"),
+        ("from_flip", "target started failing"),
+    ):
+        v = page["latency_s"][key]
+        print(
+            f"page s after {since + ':':25} p50 {fmt(v['p50'])}  p95 {fmt(v['p95'])}  "
+            f"p99 {fmt(v['p99'])}  max {fmt(v['max'])}"
+        )
+    if page["not_paged"]:
+        print(f"NOT PAGED       {', '.join(page['not_paged'][:10])}")
+
+
 COMPARE_HOW_TO_READ = f"""\
 How to read this: each row is one run of the whole stack, one after another on
 this machine (each run's own figures are printed above it). The dispatcher
@@ -879,6 +905,12 @@ grids; a run beat sends late is late, one later than an interval misses its
 slot. Compare beat's cores and each design's CPU per 1,000 probes, missed and
 late checks (> {LATE_MS:g} ms) and lag, within the table; the machine's load
 changes between rows, so read each row's "busy" with it."""
+
+
+def page_p99(result: dict[str, Any]) -> float | None:
+    """Failure-to-page p99 after the failing result was recorded (None: no paging phase)."""
+    page = result["paging"]
+    return page["latency_s"]["from_recorded"]["p99"] if page is not None else None
 
 
 def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -904,6 +936,7 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
                     "postgres (bench db)": groups["postgres (bench db)"]["per_1000_probes"],
                 },
                 "machine_busy_cores": cpu["machine_busy_cores"],
+                "page_p99_s": page_p99(result),
             }
         )
     print("\nside by side (CPU in CPU-seconds per 1,000 probes)\n")
@@ -911,13 +944,13 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
         ["design", "monitors", "expected/s", "achieved/s", "missed", "late", "lag p50 ms",
          "lag p99 ms", "beat cores", "beat", "dispatcher", "core worker", "probe workers",
          "Watchpost",
-         "pg (bench db)", "busy"],
+         "pg (bench db)", "busy", "page p99 s"],
         [
             [
                 row["design"], row["monitors"], row["expected_per_s"], row["achieved_per_s"],
                 row["missed"], row["late"], row["lag_p50_ms"], row["lag_p99_ms"],
                 row["beat_cores"], *row["cpu_s_per_1000_probes"].values(),
-                row["machine_busy_cores"],
+                row["machine_busy_cores"], row["page_p99_s"],
             ]
             for row in rows
         ],
@@ -945,7 +978,7 @@ def sizes(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The real stack probing a fleet on loopback.")
     add = parser.add_argument
-    add("--smoke", action="store_true", help="~30 s run: 200 monitors at 10 s, 10 s + 20 s")
+    add("--smoke", action="store_true", help="~1 min: 200 monitors at 10 s, 10 s + 20 s, paging")
     add("--monitors", type=sizes, help="HTTP monitors, or several: 1000,10000 (default 10000)")
     add("--design", action="append", choices=DESIGNS, help="repeatable (default dispatcher)")
     add("--interval", type=int, help="seconds between checks (default 30; smoke 10)")
@@ -961,6 +994,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="repeatable: a run per variant, with these settings added to --env")  # fmt: skip
     add("--output", type=Path, help="JSON path (default bench/results/fleet-<timestamp>.json)")
     add("--keep-logs", action="store_true", help="keep the stack's logs (kept anyway on failure)")
+    add("--no-paging", dest="paging", action="store_false",
+        help="skip the paging phase (1%% of targets fail after the window)")  # fmt: skip
     args = parser.parse_args(argv)
     args.design = list(dict.fromkeys(args.design or ["dispatcher"]))
     defaults = ([200], 10, 10.0, 20.0, 4) if args.smoke else ([10_000], 30, 60.0, 600.0, 12)
@@ -992,16 +1027,25 @@ def variant(parser: argparse.ArgumentParser, text: str) -> tuple[str, list[str]]
 def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     """One design at one fleet size (args.design, args.monitors): start, warm up, measure."""
     logs.mkdir(parents=True, exist_ok=True)
-    env = stack_env(place, logs / "data", args.probe_async, args.env)
+    extra = [*paging.settings_for(args.monitors), *args.env] if args.paging else args.env
+    env = stack_env(place, logs / "data", args.probe_async, extra)
     prepare_database(place, env)
     redis_pid = flush_redis(place)
     setup_django(env)
     stack = Stack(logs, env)
+    receiver = paging.PageReceiver()
+    # Not under `logs` (private to this user): nginx's workers, which run as
+    # another user when the bench runs as root, look the markers up.
+    fail_dir = Path(tempfile.mkdtemp(prefix="watchpost-fleet-failing-"))
+    fail_dir.chmod(0o755)
     try:
-        base_url, farm = start_farm(stack, args.farm_processes)
+        base_url, farm = start_farm(stack, args.farm_processes, fail_dir)
         label = " ".join(filter(None, [args.design, getattr(args, "variant", None)]))
         print(f"{label}, {args.monitors:,} monitors; targets: {farm} at {base_url}")
         seed_monitors(args.monitors, args.interval, args.timeout, base_url)
+        if args.paging:
+            receiver.start()
+            paging.seed(receiver.url, args.monitors)
         prepare_schedule(args.design, args.interval)
         start_stack(stack, args)
         first = wait_first_result(stack, 120)
@@ -1010,16 +1054,19 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         roots = {g: stack.roots(g) for g in WATCHPOST_GROUPS}
         roots |= {"postgres": [postmaster_pid()], "redis": [redis_pid]}
         roots["target farm"] = stack.roots("target farm")
-        sampler = Sampler(roots, roots["postgres"][0], place.database)
+        sampler = Sampler(roots, PgBackends(roots["postgres"][0], place.database))
         print(f"measuring {args.window:g} s")
         window = measure(stack, sampler, args.window)
         window.settle_s = settle(stack, window.end, max(30.0, args.timeout + 10))
+        paged = paging_phase(stack, receiver, fail_dir, args)
         sizes = {proc.name: log_bytes(proc.log) for proc in stack.procs}
     finally:
         # A second Ctrl-C or SIGTERM must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        receiver.stop()
+        shutil.rmtree(fail_dir, ignore_errors=True)
         with contextlib.suppress(SystemExit):
             flush_redis(place)  # leave no queued batches or cache keys behind
         prepare_schedule("dispatcher", args.interval)  # the schedule as migrations left it
@@ -1028,6 +1075,7 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
         signal.signal(signal.SIGTERM, interrupted)
     # With the stack stopped: an overloaded one must not starve these queries.
     result = figures(window, args)
+    result["paging"] = paged
     result["window"] = {
         "start": window.start,
         "end": window.end,
@@ -1040,8 +1088,30 @@ def run(args: argparse.Namespace, place: Place, logs: Path) -> dict[str, Any]:
     return result
 
 
-def interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def paging_phase(
+    stack: Stack, receiver: paging.PageReceiver, fail_dir: Path, args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """After the window: 1 % of the targets answer HTTP 500; how soon is each one paged?"""
+    if not args.paging:
+        return None
+    from checks.models import Monitor
+
+    targets = paging.pick(args.monitors)
+    names = {monitor_name(n): n for n in targets}
+    ids = dict(Monitor.objects.filter(name__in=names).values_list("name", "id"))
+    close_db()
+    threshold = paging.failure_threshold()
+    deadline = threshold * args.interval + 30.0
+    print(
+        f"paging phase: {len(targets)} target(s) answer HTTP 500 from now; each monitor is down "
+        f"after {threshold} failing results; waiting up to {deadline:g} s for the pages"
+    )
+    started = fail_targets(fail_dir, targets)
+    flips = [paging.Flip(ids[name], name, started[n]) for name, n in names.items()]
+    waited = paging.wait_for_pages(receiver, flips, deadline, stack.check_alive)
+    found = paging.figures(receiver, flips, waited)
+    close_db()
+    return found
 
 
 def main() -> int:
@@ -1069,11 +1139,7 @@ def main() -> int:
                 report(result)
                 results.append(result)
         output = results[0] if len(results) == 1 else comparison(results)
-        if args.output:
-            path = args.output
-            path.write_text(json.dumps(output, indent=2, default=str) + "\n")
-        else:
-            path = write_results("fleet", output)
+        path = write_results("fleet", output, args.output)
         print(f"\nwritten to {path}")
         ok = all(run_ok(result) for result in results)
     except Crashed as exc:
@@ -1082,10 +1148,7 @@ def main() -> int:
         print("interrupted; the stack was stopped", file=sys.stderr)
         return 130
     finally:
-        if ok and not args.keep_logs:
-            shutil.rmtree(logs, ignore_errors=True)
-        else:
-            print(f"logs: {logs}", file=sys.stderr)
+        drop_logs(logs, ok, args.keep_logs)
     return 0 if ok else 1
 
 

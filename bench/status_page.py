@@ -33,13 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import gzip
 import http.client
-import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,9 +57,11 @@ from common import (
     PgBackends,
     Service,
     WrkRun,
+    drop_logs,
     find_wrk,
     fmt,
     host_info,
+    interrupted,
     percentiles,
     postmaster_pid,
     print_table,
@@ -71,13 +70,15 @@ from common import (
     start_celery_worker,
     start_gunicorn,
     tail,
+    write_results,
 )
-from common import write_results as write_json
+from fleet import Place, exclusive, flush_redis, prepare_database
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE = "watchpost_bench_status"
 REDIS_SERVER = "redis://127.0.0.1:6379"
 CACHE_DB, BROKER_DB = 6, 5
+PLACE = Place(DATABASE, broker_db=BROKER_DB, cache_db=CACHE_DB)
 HOST = "status.bench.test"
 # Fixed so runs are comparable; the bench's server only listens on 127.0.0.1.
 SECRET_KEY = "watchpost-bench-status-not-a-secret-0123456789abcdef"
@@ -178,59 +179,6 @@ def manage(env: dict[str, str], *command: str) -> None:
     )
     if done.returncode:
         raise SystemExit(f"manage.py {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    """Create the database if missing, migrate it, and empty every Watchpost table."""
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
-            if not conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
-            ).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    except psycopg.OperationalError as exc:
-        raise SystemExit(f"PostgreSQL at {PG_SERVER} is not reachable: {exc}") from exc
-    manage(env, "migrate", "--noinput", "-v", "0")
-    with psycopg.connect(f"{PG_SERVER}/{DATABASE}", autocommit=True, connect_timeout=5) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND "
-                "tablename ~ '^(checks|alerts|incidents|monitorsite)_'"
-            )
-        ]
-        conn.execute(
-            sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-                sql.SQL(", ").join(map(sql.Identifier, tables))
-            )
-        )
-
-
-def flush_redis() -> int:
-    """Empty the cache and broker databases; returns the redis-server's pid."""
-    import redis
-
-    try:
-        for db in (CACHE_DB, BROKER_DB):
-            redis.Redis.from_url(f"{REDIS_SERVER}/{db}").flushdb()
-        return int(redis.Redis.from_url(REDIS_SERVER).info("server")["process_id"])
-    except redis.RedisError as exc:
-        raise SystemExit(f"Redis at {REDIS_SERVER} is not reachable: {exc}") from exc
-
-
-@contextlib.contextmanager
-def exclusive() -> Iterator[None]:
-    """One status bench at a time: a second would empty the first one's database."""
-    path = Path(tempfile.gettempdir()) / f"watchpost-bench-{DATABASE}.lock"
-    with path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"another status bench holds {path}") from None
-        yield
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -903,8 +851,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     find_wrk()
     env = stack_env(logs / "data", args.web_concurrency, args.web_threads)
     print(f"preparing {DATABASE} (Redis dbs {CACHE_DB} cache, {BROKER_DB} broker)")
-    prepare_database(env)
-    redis_pid = flush_redis()
+    prepare_database(PLACE, env)
+    redis_pid = flush_redis(PLACE)
     # Always: a manifest collected before a stylesheet existed would make the page a 500.
     manage(env, "collectstatic", "--noinput", "-v", "0")
     setup_django(env)
@@ -912,7 +860,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         result = measure(args, logs, env, redis_pid)
     finally:
         with contextlib.suppress(SystemExit):
-            flush_redis()
+            flush_redis(PLACE)
     from django.conf import settings
 
     result["targets"] = targets(result)
@@ -927,10 +875,6 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return result
 
 
-def interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
     started = datetime.now(UTC).isoformat()
@@ -938,16 +882,12 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="watchpost-status-"))
     ok = False
     try:
-        with exclusive():
+        with exclusive(PLACE, wait=300):
             result = run(args, logs)
         result["params"]["started"] = started
         result["host"] = host_info()
         report(result)
-        if args.output:
-            path = args.output
-            path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        else:
-            path = write_json("status-page", result)
+        path = write_results("status-page", result, args.output)
         print(f"\nwritten to {path}")
         ok = not result["trouble"]
         if not ok:
@@ -958,10 +898,7 @@ def main() -> int:
         print("interrupted; gunicorn and the worker were stopped", file=sys.stderr)
         return 130
     finally:
-        if ok and not args.keep_logs:
-            shutil.rmtree(logs, ignore_errors=True)
-        else:
-            print(f"logs: {logs}", file=sys.stderr)
+        drop_logs(logs, ok, args.keep_logs)
     return 0 if ok else 1
 
 

@@ -11,6 +11,11 @@ here is CPU the bench has to report separately from Watchpost's own.
 
 (`--tls`, `--gzip` and `--close` are for bench/http_clients.py where nginx is missing.)
 
+    .venv/bin/python bench/target_farm.py --fail-dir DIR   # 500 for a path while DIR/<path> exists
+
+(`--fail-dir` is for bench/fleet.py's paging phase: then each request's path is
+read, and the file looked up, so every process sees a flip at once.)
+
 Binds 127.0.0.1 with SO_REUSEPORT, so each extra process (forked) has its own
 listening socket on the same port and the kernel spreads connections over them.
 Prints `listening on 127.0.0.1:<port>` once every process listens, and on
@@ -40,9 +45,11 @@ BIG_BODY = json.dumps(
 ).encode()
 
 
-def response(body: bytes, extra: bytes = b"", close: bool = False) -> bytes:
+def response(
+    body: bytes, extra: bytes = b"", close: bool = False, status: bytes = b"200 OK"
+) -> bytes:
     return (
-        b"HTTP/1.1 200 OK\r\n"
+        b"HTTP/1.1 " + status + b"\r\n"
         b"Content-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n" + extra
         + (b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n")
@@ -51,6 +58,7 @@ def response(body: bytes, extra: bytes = b"", close: bool = False) -> bytes:
 
 
 RESPONSE = response(BODY)
+FAILING = response(b'{"status":"failing"}', status=b"500 Internal Server Error")
 END_OF_HEAD = b"\r\n\r\n"
 # A request head larger than this is not what the bench sends: drop the connection.
 MAX_PENDING = 64 * 1024
@@ -66,6 +74,7 @@ class Responder(asyncio.Protocol):
     __slots__ = ("pending", "transport")
     answer = RESPONSE
     close = False  # close the connection after each answer
+    fail_dir: str | None = None  # answer FAILING for a path while this directory has it
 
     def __init__(self) -> None:
         self.pending = b""
@@ -78,7 +87,12 @@ class Responder(asyncio.Protocol):
         pending = self.pending + data if self.pending else data
         complete = pending.count(END_OF_HEAD)
         if complete:
-            self.transport.write(self.answer * complete)  # type: ignore[union-attr]
+            if self.fail_dir is None:
+                answers = self.answer * complete
+            else:
+                heads = pending.split(END_OF_HEAD, complete)[:complete]
+                answers = b"".join(map(self.answer_for, heads))
+            self.transport.write(answers)  # type: ignore[union-attr]
             Counter.requests += complete
             if self.close:
                 self.transport.close()  # type: ignore[union-attr]
@@ -88,6 +102,14 @@ class Responder(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
             pending = b""
         self.pending = pending
+
+    def answer_for(self, head: bytes) -> bytes:
+        """FAILING while the fail directory holds a file at the request's path."""
+        parts = head.split(b" ", 2)
+        path = parts[1].split(b"?", 1)[0].decode("latin-1") if len(parts) > 2 else ""
+        if path.startswith("/") and ".." not in path and os.path.isfile(self.fail_dir + path):
+            return FAILING
+        return self.answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -129,6 +151,7 @@ def main() -> int:
     parser.add_argument("--tls", metavar="PEM", help="serve TLS with this key and chain")
     parser.add_argument("--gzip", action="store_true", help="answer a gzipped 3.5 KB page")
     parser.add_argument("--close", action="store_true", help="close after each answer")
+    parser.add_argument("--fail-dir", help="answer 500 for a path while DIR/<path> exists")
     args = parser.parse_args()
     tls = None
     if args.tls:
@@ -138,6 +161,7 @@ def main() -> int:
     if args.gzip:
         body, extra = gzip.compress(BIG_BODY, 1), b"Content-Encoding: gzip\r\n"
     Responder.answer, Responder.close = response(body, extra, args.close), args.close
+    Responder.fail_dir = os.path.abspath(args.fail_dir) if args.fail_dir else None
     first = listening_socket(args.port)
     port = first.getsockname()[1]
     children = []
