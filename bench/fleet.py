@@ -524,7 +524,7 @@ def start_stack(stack: Stack, args: argparse.Namespace) -> None:
 
 
 class Vacuum(threading.Thread):
-    """VACUUM the tables each probe rewrites, every few seconds, as autovacuum would.
+    """VACUUM (and ANALYZE) the tables each probe rewrites every few seconds, as autovacuum would.
 
     Only where the server runs with autovacuum off (as this machine's does): a
     production server vacuums them, and without it each probe leaves dead row
@@ -554,7 +554,7 @@ class Vacuum(threading.Thread):
                 t for t in self.TABLES if conn.execute("SELECT to_regclass(%s)", [t]).fetchone()[0]
             ]
             while not self.stopped.wait(self.every):
-                conn.execute(f"VACUUM {', '.join(tables)}")
+                conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
                 self.runs += 1
 
     def stop(self) -> None:
@@ -664,12 +664,13 @@ def grid_figures(window: Window, rows: list[tuple[int, datetime, datetime, str]]
     The grid starts at the monitor's first result and steps by its interval; a
     monitor with no result at all misses every slot the window holds.
     """
-    monitors = query(
-        "SELECT m.id, m.interval, f.first_at FROM checks_monitor m "
-        "LEFT JOIN (SELECT monitor_id, min(scheduled_at) AS first_at FROM checks_proberesult "
-        f"GROUP BY monitor_id) f ON f.monitor_id = m.id WHERE {OURS}"
+    # Two queries joined here: as one, a planner without statistics (no
+    # autovacuum, no ANALYZE) may run the aggregate once per monitor.
+    firsts = dict(
+        query("SELECT monitor_id, min(scheduled_at) FROM checks_proberesult GROUP BY monitor_id")
     )
-    grid = {monitor_id: (interval, first) for monitor_id, interval, first in monitors}
+    monitors = query(f"SELECT m.id, m.interval FROM checks_monitor m WHERE {OURS}")
+    grid = {monitor_id: (interval, firsts.get(monitor_id)) for monitor_id, interval in monitors}
     seen: dict[int, set[int]] = defaultdict(set)
     off_grid = 0
     for monitor_id, scheduled_at, _, _ in rows:
