@@ -178,6 +178,11 @@ class Monitor(models.Model):
             models.CheckConstraint(
                 condition=~Q(depends_on=models.F("id")), name="monitor_not_own_parent"
             ),
+            # Every worker's heartbeat thread looks the fleet's own monitor up
+            # with get_or_create at once when the fleet starts: one wins.
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(kind="internal"), name="monitor_internal_once"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
-from checks.fleet import FLEET_MONITOR, record_fleet_status
+from checks.fleet import FLEET_MONITOR, fleet_monitor, record_fleet_status
 from checks.models import Monitor, ProbeResult, Region, StatusChange
 from monitorsite.models import Heartbeat
 
@@ -67,3 +69,32 @@ def test_nobody_creates_a_monitor_of_watchpost_by_hand() -> None:
     assert caught.value.message_dict["kind"] == [
         "only Watchpost creates monitors of itself; pick another kind"
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_starting_together_make_one_fleet_monitor_and_keep_judging() -> None:
+    # Every worker's heartbeat thread asks for the fleet's monitor as the fleet
+    # starts; two of them once made two, and from then on every heartbeat failed.
+    workers = 8
+    start = threading.Barrier(workers)
+    found: list[int] = []
+    failed: list[BaseException] = []
+
+    def heartbeat() -> None:
+        try:
+            start.wait()
+            found.append(fleet_monitor().pk)
+            record_fleet_status()
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=heartbeat) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    assert Monitor.objects.filter(kind="internal").count() == 1
+    assert set(found) == {fleet().pk}
