@@ -4,7 +4,7 @@ Starts a target farm on 127.0.0.1 (nginx if installed, else bench/target_farm.py
 creates N HTTP monitors (each on its own path of the farm) in a dedicated
 PostgreSQL database with Redis as broker and cache, runs one `celery beat`, one
 dispatcher worker (`dispatch`, concurrency 1), one core worker (`notify,default`:
-status changes, incidents, pages) and the probe workers (`probes`) as
+status changes, incidents, pages; a pool process per CPU) and the probe workers (`probes`) as
 subprocesses, as docker-compose.yml does, lets them warm up, then measures a window:
 probes/s against the design rate, missed and late checks, scheduling lag, CPU
 per 1,000 probes of each process group, peak RSS, and what each result costs
@@ -518,7 +518,8 @@ def start_stack(stack: Stack, args: argparse.Namespace) -> None:
     # As docker-compose.yml: the one-second tick alone, so no long task delays it.
     cmd = [*celery, "worker", "-Q", "dispatch", "-c", "1"]
     stack.start("dispatcher", "dispatcher", [*cmd, "-n", "fleet-dispatch@%h", "--loglevel", "INFO"])
-    cmd = [*celery, "worker", "-Q", "notify,default", "-c", "1"]
+    # Its pool is celery's default (a process per CPU), as docker-compose.yml's worker-core.
+    cmd = [*celery, "worker", "-Q", "notify,default"]
     stack.start("core-worker", "core worker", [*cmd, "-n", "fleet-core@%h", "--loglevel", "INFO"])
     stack.start("beat", "beat", [*celery, "beat", "--loglevel", "INFO"])
 
