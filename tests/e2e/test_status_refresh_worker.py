@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
 from django.test import Client
 
 from checks.models import Monitor
 from incidents.statuspage import cache as status_cache
 from incidents.statuspage import views
-from monitorsite.celery import app as celery_app
 from tests.conftest import RedisServer
+from tests.e2e.workers import running_worker, wait_until, worker_env
 from tests.incidents import status_fixtures as scenes
 from tests.incidents.paging import flip
 from tests.incidents.test_status_page import statuses
@@ -50,48 +46,17 @@ def shared_cache(settings: Any, redis_server: RedisServer) -> RedisServer:
 
 @pytest.fixture
 def worker(shared_cache: RedisServer, tmp_path: Path) -> Iterator[Path]:
-    with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("default")
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
-    env |= {
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": shared_cache.url,
-        "CELERY_BROKER_URL": celery_app.conf.broker_url,
-        "ALLOWED_HOSTS": f"127.0.0.1,{HOST}",
-        "WATCHPOST_DATA_DIR": str(tmp_path),
-    }
+    env = {k: v for k, v in worker_env(tmp_path).items() if not k.startswith("MAKE")}
+    env |= {"REDIS_URL": shared_cache.url, "ALLOWED_HOSTS": f"127.0.0.1,{HOST}"}
     # The page names its hashed stylesheet from the manifest, as `make run` collects it.
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
         cwd=REPO, env=env, check=True, timeout=120,
     )  # fmt: skip
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "monitorsite", "worker", "--queues", "default",
-             "--concurrency", "1", "--hostname", f"refresh-{os.getpid()}@%h", "--loglevel", "INFO"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
+    with running_worker(env, "default", "refresh", log):
         wait_until(lambda: b" ready." in log.read_bytes(), 90, "the worker to start", log)
         yield log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text()[-3000:]}")
 
 
 def cdn(client: Client) -> str:

@@ -5,22 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db import connection
 
 from checks.models import Monitor, ProbeResult
 from checks.tasks import probe_batch
-from monitorsite.celery import app as celery_app
+from tests.e2e.workers import running_worker, wait_until, worker_env
 from tests.targets import HttpTarget
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def children(pid: int) -> list[int]:
@@ -31,38 +26,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def worker(transactional_db: None, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("probes")
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env["CELERY_BROKER_URL"] = celery_app.conf.broker_url
-    env["WATCHPOST_DATA_DIR"] = str(tmp_path)
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "monitorsite", "worker", "--queues", "probes",
-         "--concurrency", "1", "--hostname", f"loss-{os.getpid()}@%h", "--loglevel", "INFO"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    process.args_log = tmp_path / "worker.log"  # type: ignore[attr-defined]
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    log = tmp_path / "worker.log"
+    with running_worker(worker_env(tmp_path), "probes", "loss", log) as process:
+        process.args_log = log  # type: ignore[attr-defined]
+        yield process
 
 
 @pytest.mark.slow
