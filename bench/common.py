@@ -134,6 +134,16 @@ def interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def print_verdict(targets: list[dict[str, Any]], trouble: list[str], how_to_read: str) -> None:
+    """PASS or FAIL for each target, the first error lines the processes logged, how to read it."""
+    for t in targets:
+        print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {fmt(t['value'])}")
+    for line in trouble[:10]:
+        print(f"LOG   {line}")
+    print()
+    print(how_to_read)
+
+
 def drop_logs(logs: Path, ok: bool, keep: bool) -> None:
     """Remove a run's logs when it went well, else say where they are."""
     if ok and not keep:
@@ -158,6 +168,44 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_port(
+    port: int, check_alive: Callable[[], None], seconds: float = 15, what: str = "the target"
+) -> None:
+    """Return once 127.0.0.1:`port` accepts connections; `check_alive` raises if its server died."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        check_alive()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise Crashed(f"{what} did not listen on 127.0.0.1:{port} within {seconds:g} s")
+
+
+NGINX_MAIN = """\
+daemon off;
+master_process on;
+worker_processes {processes};
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+"""
+
+
+def nginx_conf(tmp: Path, http: str, processes: int = 1) -> str:
+    """An nginx.conf for targets on loopback: in the foreground, every file it writes under
+    `tmp`, no access log, long keep-alive; `http` is the rest of its http block (servers)."""
+    return NGINX_MAIN.format(tmp=tmp, processes=processes) + http + "}\n"
 
 
 @dataclass

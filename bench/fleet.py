@@ -39,7 +39,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,11 +64,14 @@ from common import (
     host_info,
     interrupted,
     machine_busy_seconds,
+    nginx_conf,
     percentiles,
     postmaster_pid,
     print_table,
+    print_verdict,
     tail,
     tree_cpu_seconds,
+    wait_port,
     write_results,
 )
 
@@ -196,34 +198,9 @@ def wait_all(procs: list[Proc], seconds: float) -> None:
             proc.popen.wait(max(0.0, deadline - time.monotonic()))
 
 
-def wait_port(port: int, stack: Stack, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise Crashed(f"the target farm did not listen on 127.0.0.1:{port} within {seconds:g} s")
-
-
 # --- Target farm ------------------------------------------------------------------
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes {processes};
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_SERVER = """\
     server {{
         listen 127.0.0.1:{port} reuseport;
         location / {{
@@ -235,7 +212,6 @@ http {{
             return 200 '{{"status":"ok"}}';
         }}
     }}
-}}
 """
 
 
@@ -250,9 +226,8 @@ def start_farm(stack: Stack, processes: int, fail_dir: Path) -> tuple[str, str]:
         farm_dir = stack.logs / "nginx"
         farm_dir.mkdir()
         conf = farm_dir / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(processes=processes, tmp=farm_dir, port=port, fail_dir=fail_dir)
-        )
+        server = NGINX_SERVER.format(port=port, fail_dir=fail_dir)
+        conf.write_text(nginx_conf(farm_dir, server, processes))
         stack.start("target-farm", "target farm", [nginx, "-p", str(farm_dir), "-c", str(conf)])
         what = f"nginx ({nginx}, {processes} worker process(es))"
     else:
@@ -260,7 +235,7 @@ def start_farm(stack: Stack, processes: int, fail_dir: Path) -> tuple[str, str]:
         cmd = [sys.executable, script, "--port", str(port), "--processes", str(processes)]
         stack.start("target-farm", "target farm", [*cmd, "--fail-dir", str(fail_dir)])
         what = f"asyncio target farm (bench/target_farm.py, {processes} process(es), SO_REUSEPORT)"
-    wait_port(port, stack)
+    wait_port(port, stack.check_alive, what="the target farm")
     return f"http://127.0.0.1:{port}", what
 
 
@@ -884,12 +859,7 @@ def report(result: dict[str, Any]) -> None:
     ]
     print_table(["group", "CPU s", "CPU s/1k probes", "cores", "peak RSS MB"], rows)
     print()
-    for t in result["targets"]:
-        print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {fmt(t['value'])}")
-    for line in result["trouble"][:10]:
-        print(f"LOG   {line}")
-    print()
-    print(HOW_TO_READ)
+    print_verdict(result["targets"], result["trouble"], HOW_TO_READ)
 
 
 def report_probes(result: dict[str, Any]) -> None:

@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -49,7 +48,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_DIR, REPO_DIR, host_info, print_table, write_results
+from common import (
+    BENCH_DIR,
+    REPO_DIR,
+    Crashed,
+    free_port,
+    host_info,
+    nginx_conf,
+    print_table,
+    wait_port,
+    write_results,
+)
 
 SMALL = '{"status":"ok"}'
 # A health page with 80 components: 3.5 KB of JSON that gzip shrinks to 0.4 KB.
@@ -86,24 +95,9 @@ dominates."""
 
 # --- Targets ------------------------------------------------------------------------
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
+NGINX_SERVERS = """\
     ssl_certificate {tmp}/server.pem;
     ssl_certificate_key {tmp}/server.pem;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
     default_type application/json;
     server {{
         listen 127.0.0.1:{http};
@@ -122,26 +116,19 @@ http {{
         listen 127.0.0.1:{tls_close} ssl; keepalive_timeout 0;
         location / {{ return 200 '{small}'; }}
     }}
-}}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, procs: list[subprocess.Popen[bytes]], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def wait_listening(port: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    def check_alive() -> None:
         for proc in procs:
             if proc.poll() is not None:
                 raise SystemExit(f"the target exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"the target did not listen on 127.0.0.1:{port} within {seconds:g} s")
+
+    try:
+        wait_port(port, check_alive)
+    except Crashed as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def start_targets(tmp: Path, pem: Path) -> tuple[list[Target], list[subprocess.Popen[bytes]], str]:
@@ -154,7 +141,9 @@ def start_targets(tmp: Path, pem: Path) -> tuple[list[Target], list[subprocess.P
     if nginx:
         (tmp / "server.pem").write_bytes(pem.read_bytes())
         conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, small=SMALL, big=BIG, **ports))
+        conf.write_text(
+            nginx_conf(tmp, NGINX_SERVERS.format(tmp=tmp, small=SMALL, big=BIG, **ports))
+        )
         procs.append(_spawn([nginx, "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log"))
         what = f"nginx ({nginx}, 1 worker process)"
         big_url = f"{urls['http']}/big"
@@ -172,7 +161,7 @@ def start_targets(tmp: Path, pem: Path) -> tuple[list[Target], list[subprocess.P
         what = "asyncio target farm (bench/target_farm.py, one process per target)"
         big_url = f"http://127.0.0.1:{gz}/big"
     for port in ports.values():
-        wait_port(port, procs)
+        wait_listening(port, procs)
     targets = [
         Target("http keep-alive, 15 B JSON", f"{urls['http']}/", SMALL, False),
         Target("http keep-alive, 3.5 KB JSON gzipped", big_url, BIG, False),
@@ -501,11 +490,7 @@ def main() -> int:
         "medians": rows,
         "cells": cells,
     }
-    if args.output:
-        args.output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        path = args.output
-    else:
-        path = write_results("http-clients", payload)
+    path = write_results("http-clients", payload, args.output)
     print(f"\nwrote {path}")
     wrong = sum(r["wrong"] for r in rows)
     if wrong:

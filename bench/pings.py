@@ -57,6 +57,7 @@ from common import (
     postmaster_pid,
     print_table,
     tail,
+    wait_port,
     write_results,
 )
 from fleet import (
@@ -69,7 +70,6 @@ from fleet import (
     query,
     setup_django,
     stack_env,
-    wait_port,
 )
 
 PLACE = Place("watchpost_bench_pings", broker_db=7, cache_db=8)
@@ -202,7 +202,7 @@ def start_gunicorn(stack: Stack, port: int, name: str) -> int:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     cmd = [gunicorn, "monitorsite.wsgi", "--config", "monitorsite/gunicorn.conf.py"]
     proc = stack.start(name, "gunicorn", cmd)
-    wait_port(port, stack, 30)
+    wait_port(port, stack.check_alive, 30, what="gunicorn")
     return proc.pid
 
 

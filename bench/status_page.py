@@ -65,6 +65,7 @@ from common import (
     percentiles,
     postmaster_pid,
     print_table,
+    print_verdict,
     ratio,
     run_wrk,
     start_celery_worker,
@@ -744,12 +745,7 @@ def report(result: dict[str, Any]) -> None:
         cpu_rows.append([name, *used, run["machine_busy_cores"], run["others_cores"]])
     print_table(["", *groups, "busy cores", "others' cores"], cpu_rows)
     print()
-    for t in result["targets"]:
-        print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {fmt(t['value'])}")
-    for line in result["trouble"][:10]:
-        print(f"LOG   {line}")
-    print()
-    print(HOW_TO_READ)
+    print_verdict(result["targets"], result["trouble"], HOW_TO_READ)
 
 
 def report_loads(result: dict[str, Any]) -> None:
