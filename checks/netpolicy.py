@@ -46,23 +46,19 @@ def _allowed(address: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> boo
 def allowed_addresses(host: str, addresses: list[str]) -> list[str]:
     """The addresses a name resolved to that the policy allows; none is an error.
 
-    Every HTTP client of the probes resolves through this, so the address
-    connected to is the one checked, on every connection and redirect hop.
+    Every probe that connects resolves through this, so the address connected
+    to is the one checked, on every connection and redirect hop.
     """
     allowed = [address for address in addresses if is_allowed(address)]
     if not allowed:
         shown = ", ".join(sorted(set(addresses)))
+        who = f"{host} ({shown})" if shown != host else host
         raise DeniedAddress(
-            f"connecting to {host} ({shown}) is not allowed (PROBE_DENY_NETWORKS); "
+            f"connecting to {who} is not allowed (PROBE_DENY_NETWORKS); "
             "add it to PROBE_ALLOW_NETWORKS to probe it"
         )
     return allowed
 
 
 def check_address(address: str, host: str | None = None) -> None:
-    if not is_allowed(address):
-        shown = f"{host} ({address})" if host and host != address else address
-        raise DeniedAddress(
-            f"connecting to {shown} is not allowed (PROBE_DENY_NETWORKS); "
-            "add it to PROBE_ALLOW_NETWORKS to probe it"
-        )
+    allowed_addresses(host or address, [address])

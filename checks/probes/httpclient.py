@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import socket
 import ssl
 import zlib
@@ -33,6 +32,7 @@ import httptools
 from yarl import URL
 
 from checks.netpolicy import DeniedAddress, allowed_addresses, check_address
+from checks.probes.tcp import is_ip
 
 if TYPE_CHECKING:
     import aiohttp
@@ -459,7 +459,7 @@ class LeanClient:
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         literal = host.strip("[]")
-        if _is_ip(literal):
+        if is_ip(literal):
             check_address(literal)
             return [literal]
         now = self.loop.time()
@@ -479,14 +479,6 @@ class LeanClient:
             self._dns[(host, port)] = (now + DNS_TTL, answers)
         # The policy applies on every use, cached or not.
         return allowed_addresses(host, answers)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _request_bytes(

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from checks import netpolicy
 from checks.assertions import Rule
-from checks.netpolicy import DeniedAddress, is_allowed
+from checks.netpolicy import DeniedAddress
 from checks.probes.base import Observation, OptionErrors, Options, Probe, ProbeSpec
 
 KNOWN = {"latency_warning_ms", "latency_critical_ms"}
@@ -92,15 +93,7 @@ async def allowed_addresses(address: Address) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
     found = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    allowed = [ip for ip in found if is_allowed(ip)]
-    if not allowed:
-        shown = ", ".join(found)
-        who = f"{address.host} ({shown})" if shown != address.host else shown
-        raise DeniedAddress(
-            f"connecting to {who} is not allowed (PROBE_DENY_NETWORKS); "
-            "add it to PROBE_ALLOW_NETWORKS to probe it"
-        )
-    return allowed
+    return netpolicy.allowed_addresses(address.host, found)
 
 
 async def connect_first(address: Address, attempt: Callable[[str], Awaitable[T]]) -> T:
